@@ -1,0 +1,1 @@
+"""DWARF CFI: .eh_frame/.debug_frame parsing, CFA program evaluation into rows."""

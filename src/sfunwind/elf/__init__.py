@@ -1,0 +1,1 @@
+"""ELF: sections, segments, symbols, notes, build IDs."""

@@ -1,0 +1,1 @@
+"""The Linux kernel object model: VMCOREINFO, BTF layouts, symbols, tasks, CPUs, stacks."""

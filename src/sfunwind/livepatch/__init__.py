@@ -1,0 +1,1 @@
+"""Livepatch transition analysis, offline."""

@@ -1,0 +1,1 @@
+"""SFrame format: decode, encode, dump, validate, lookup."""

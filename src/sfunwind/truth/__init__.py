@@ -1,0 +1,1 @@
+"""Ground truth: interrupt real compiled code under emulation and compare unwinders."""
