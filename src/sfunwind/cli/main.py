@@ -15,15 +15,36 @@ from collections.abc import Sequence
 from sfunwind import __version__
 from sfunwind.errors import ExitCode, SfunwindError
 
-#: Command groups, in the order ``--help`` lists them.
+#: Modules that register commands, in the order ``--help`` lists their groups.  A module may
+#: add commands to a group another module created (``command_group``).
 COMMAND_MODULES = (
-    "sfunwind.sframe.cli",
-    "sfunwind.cfi.cli",
-    "sfunwind.kernel.cli",
-    "sfunwind.livepatch.cli",
-    "sfunwind.truth.cli",
-    "sfunwind.report.cli",
+    "sfunwind.sframe.cli",  # sframe dump / validate
+    "sfunwind.cfi.cli",  # cfi dump; sframe from-cfi / check
+    "sfunwind.kernel.cli",  # kernel info / tasks
+    "sfunwind.unwind.cli",  # kernel trace
+    "sfunwind.livepatch.cli",  # livepatch
+    "sfunwind.truth.cli",  # truth ...
+    "sfunwind.report.cli",  # report
 )
+
+_GROUPS: dict[int, dict[str, argparse._SubParsersAction]] = {}
+
+
+def command_group(subparsers: argparse._SubParsersAction, name: str,
+                  help: str, description: str | None = None) -> argparse._SubParsersAction:
+    """The sub-command table of group *name* (``sfunwind NAME ...``), created on first use.
+
+    Lets several packages contribute commands to one group (``sframe from-cfi`` lives in the
+    ``cfi`` package, ``kernel trace`` in ``unwind``).
+    """
+    groups = _GROUPS.setdefault(id(subparsers), {})
+    if name not in groups:
+        parser = subparsers.add_parser(
+            name, help=help, description=description or help,
+            formatter_class=argparse.RawDescriptionHelpFormatter)
+        groups[name] = parser.add_subparsers(dest=f"{name}_command", metavar="COMMAND")
+        parser.set_defaults(func=lambda args, p=parser: (p.print_help(sys.stderr), ExitCode.USAGE)[1])
+    return groups[name]
 
 EPILOG = """\
 exit codes:
