@@ -8,7 +8,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from toolchain import Sid, sid_root  # noqa: E402
+from toolchain import Sid, sid_root
 
 DATA = Path(__file__).parent / "data"
 
