@@ -31,6 +31,7 @@ class Mode(enum.Enum):
     UPSTREAM = "upstream"  # Linux 7.2 as shipped: a reliable walk fails at any pt_regs
     SFRAME = "sframe"  # the 2026 arm64 SFrame series, with its defects fixed
     FP_ONLY = "fp"  # naive frame-pointer chain, no boundary knowledge (a baseline)
+    SFRAME_V6 = "sframe-v6"  # the v6 series exactly as posted (its defects kept, §16)
 
 
 @dataclass(slots=True)
