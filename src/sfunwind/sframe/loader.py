@@ -1,0 +1,88 @@
+"""Find an SFrame section: in an ELF file (section or PT_GNU_SFRAME) or a raw dump."""
+
+from __future__ import annotations
+
+import os
+
+from sfunwind.elf import PT_GNU_SFRAME, ElfFile, is_elf
+from sfunwind.errors import SFrameFormatError
+from sfunwind.sframe.decode import decode, decode_header, section_size_from_header
+from sfunwind.sframe.format import PREAMBLE_HEADER_SIZE, SFrameSection
+
+
+def load(path: str | os.PathLike[str], *, section: str = ".sframe",
+         section_address: int | None = None, relocate: bool = True) -> SFrameSection:
+    """The SFrame section of ``path``.
+
+    * ELF with a section header named ``section``: that section (``sh_addr`` is the section
+      address).  In a relocatable ``.o`` the ``.rela.sframe`` relocations are applied first
+      (``relocate``), sections taken at address 0, as objdump does — function starts then
+      read as offsets into their own text section.
+    * ELF without it (stripped section headers): the ``PT_GNU_SFRAME`` segment; the size
+      comes from the SFrame header, not ``p_filesz``/``p_memsz`` (binutils 2.47 makes the
+      segment larger than the section on x86-64 PIEs).
+    * Anything else is a raw section dump; ``section_address`` says where it was loaded.
+
+    A size-0 section (``ld --discard-sframe``) raises SFrameFormatError saying so.
+    """
+    p = str(path)
+    if not is_elf(p):
+        try:
+            with open(p, "rb") as f:
+                data = f.read()
+        except OSError as exc:
+            raise SFrameFormatError(f"cannot read: {exc.strerror}", path=p) from None
+        return decode(data, section_address=section_address or 0, path=p)
+    with ElfFile.open(p) as elf:
+        sec = elf.section(section)
+        if sec is not None:
+            if sec.size == 0 or sec.is_nobits:
+                raise SFrameFormatError(
+                    f"section {section} is empty (size 0; e.g. linked with --discard-sframe)",
+                    offset=sec.offset, path=p)
+            raw = sec.data()
+            addr = sec.address if section_address is None else section_address
+            try:
+                if elf.is_relocatable and relocate and elf.relocations_for(section):
+                    header = decode_header(raw, path=p)
+                    data = elf.apply_relocations(section, raw, pc_relative=header.pcrel)
+                    result = decode(data, section_address=addr, path=p)
+                    # Keep the stored (unrelocated) start fields: objdump 2.40-2.44 print them.
+                    unrelocated = decode(raw, section_address=addr, path=p)
+                    for fde, orig in zip(result.fdes, unrelocated.fdes, strict=True):
+                        fde.raw_start = orig.raw_start
+                    return result
+                return decode(raw, section_address=addr, path=p)
+            except SFrameFormatError as exc:
+                raise _shift(exc, sec.offset, p) from None
+        seg = elf.segment(PT_GNU_SFRAME)
+        if seg is None:
+            raise SFrameFormatError(f"no {section} section and no PT_GNU_SFRAME segment",
+                                    path=p)
+        if seg.filesz < PREAMBLE_HEADER_SIZE:
+            raise SFrameFormatError(f"PT_GNU_SFRAME segment too small ({seg.filesz} bytes)",
+                                    offset=seg.offset, path=p)
+        head = elf.read_file(seg.offset, PREAMBLE_HEADER_SIZE, what="PT_GNU_SFRAME")
+        try:
+            header = decode_header(head + b"\0" * 0x100, path=p)
+            size = section_size_from_header(header)
+        except SFrameFormatError as exc:
+            raise _shift(exc, seg.offset, p) from None
+        avail = min(seg.filesz, elf.file_size - seg.offset)
+        if size > avail:
+            raise SFrameFormatError(f"SFrame header says {size:#x} bytes, PT_GNU_SFRAME holds "
+                                    f"{avail:#x}", offset=seg.offset, path=p)
+        data = elf.read_file(seg.offset, size, what="PT_GNU_SFRAME")
+        addr = seg.vaddr if section_address is None else section_address
+        try:
+            return decode(data, section_address=addr, path=p)
+        except SFrameFormatError as exc:
+            raise _shift(exc, seg.offset, p) from None
+
+
+def _shift(exc: SFrameFormatError, base: int, path: str) -> SFrameFormatError:
+    """The error with its section offset turned into a file offset (message says both)."""
+    if exc.offset is None:
+        return SFrameFormatError(exc.reason, path=path)
+    return SFrameFormatError(f"{exc.reason} (section offset {exc.offset:#x})",
+                             offset=base + exc.offset, path=path)
