@@ -1,0 +1,328 @@
+"""Run the truth image under unicorn and interrupt it at chosen instructions.
+
+The machine runs the task (``ret_from_fork`` -> ``task_main``) at EL1.  Positions on the
+task's timeline are counted in executed instructions (unicorn's ``count`` stops are exact).
+At a chosen position the harness takes an IRQ the way the hardware would — ELR_EL1 = PC,
+SPSR_EL1 = PSTATE, PSTATE = EL1h with DAIF masked, PC = VBAR_EL1 + 0x280 (unicorn does not
+deliver an EL1 IRQ at a PC of our choosing) — and lets the image's real entry code run
+(``el1h_64_irq`` -> ... -> ``call_on_irq_stack`` -> handlers on the IRQ stack) until the
+first instruction of ``truth_snapshot_point``.  There it captures registers and stacks,
+then restores the CPU context and resumes the task: the handler only wrote below the
+interrupted SP and on the IRQ stack (AAPCS64 has no red zone), and the few handler globals
+are restored too, so the task's result is unchanged (checked against an uninterrupted run).
+
+Two kinds of exception run to completion through ``ret_to_kernel``/``eret``:
+
+* ``brk #0x800`` in the task (a WARN) -> the image's sync vector; its handler does work
+  (and can itself be interrupted: an IRQ inside a synchronous-exception handler);
+* "work" IRQs scheduled on the timeline (action WORK): their handler runs on the IRQ stack
+  with work that can be interrupted again (an IRQ while already on the IRQ stack: no
+  ``call_on_irq_stack`` the second time, as in the kernel).
+
+**Shadow call stack.**  A ``UC_HOOK_BLOCK`` hook (never a per-instruction hook) applies the
+control transfer that *ended* the previous block: BL/BLR push ``pc + 4``, RET pops — and
+checks that it returned exactly to the popped address —, ERET pops the exception marker and
+checks ELR.  Exceptions push a marker holding the interrupted PC.  A stop in the middle of a
+block leaves its terminal transfer pending; on resumption the first block (starting at the
+stop PC, ending at the same terminal or earlier) replaces it.  So at any stop the shadow
+stack holds exactly the return addresses of the live calls (tail calls ``b`` push nothing:
+the tail-calling function is correctly absent) with the exception boundaries between them.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+from sfunwind.errors import MissingToolError, SfunwindError
+from sfunwind.truth.image import (
+    KIND_BL,
+    KIND_BLR,
+    KIND_ERET,
+    KIND_RET,
+    TruthImage,
+)
+
+PT_REGS_SIZE = 320
+S_STACKFRAME = 296
+THREAD_SIZE = 16384
+
+IRQ_ACTION_SNAPSHOT = 0
+IRQ_ACTION_WORK = 1
+
+#: PSTATE on exception entry to EL1h: D, A, I, F masked, SPSel = 1, EL1.
+PSTATE_EL1H_MASKED = 0x3C5
+ESR_EC_BRK64 = 0x3C
+
+BRK_WARN = 0x800
+BRK_TASK_DONE = 0x77
+BRK_SNAPSHOT = 0x55
+BRK_BAD_VECTOR = 0x99
+
+#: Instructions the handler path may take from an injected IRQ to the snapshot point.
+HANDLER_BUDGET = 20000
+#: Instructions a whole task run may take (the image's task needs about 2 million).
+TASK_BUDGET = 50_000_000
+
+_PAGE = 4096
+
+
+class HarnessError(SfunwindError):
+    """The emulation went somewhere it must not (a harness or image bug): never expected."""
+
+
+@dataclass(frozen=True, slots=True)
+class ExceptionMarker:
+    """An exception boundary on the shadow stack: the exception kind and the interrupted PC."""
+
+    kind: str  # "irq" or "sync"
+    elr: int
+
+
+ShadowEntry = int | ExceptionMarker
+
+
+@dataclass(slots=True)
+class Capture:
+    """One interruption: machine state at the snapshot point plus the truth."""
+
+    position: int
+    pc: int  # the interrupted PC
+    context: str  # "task", "sync", "irq" (where the interrupted code ran)
+    regs: dict[str, int]  # at the snapshot point: x0..x30, sp, pc, pstate
+    stacks: dict[str, tuple[int, bytes]]  # name -> (low, bytes of [low, high))
+    shadow: list[ShadowEntry]  # innermost first
+    nesting: int  # exception markers below the injected IRQ
+
+    def expected(self) -> list[int]:
+        """The exact return-address chain a correct unwinder reports from the snapshot
+        point's caller: calls innermost first, each exception boundary as its ELR."""
+        return [e.elr if isinstance(e, ExceptionMarker) else e for e in self.shadow]
+
+
+@dataclass(slots=True)
+class RunStats:
+    instructions: int = 0
+    points: int = 0
+    work_irqs: int = 0
+    sync_exceptions: int = 0
+    result: int | None = None
+    covered: set[int] = field(default_factory=set)
+
+
+def _unicorn():  # type: ignore[no-untyped-def]
+    try:
+        import unicorn
+        from unicorn import arm64_const
+    except ImportError:  # pragma: no cover - unicorn is a test/truth dependency
+        raise MissingToolError("unicorn is not installed (pip install 'sfunwind[truth]')") from None
+    return unicorn, arm64_const
+
+
+class Machine:
+    """The emulated truth image (one task, one CPU)."""
+
+    def __init__(self, image: TruthImage) -> None:
+        unicorn, c = _unicorn()
+        self.image = image
+        self._uc_mod, self._c = unicorn, c
+        uc = unicorn.Uc(unicorn.UC_ARCH_ARM64, unicorn.UC_MODE_ARM)
+        # Virtual TLB: kernel addresses (0xffff8000...) map directly, no page tables.
+        uc.ctl_set_tlb_mode(unicorn.UC_TLB_VIRTUAL)
+        self.uc = uc
+        lo = min(s.address for s in image.segments) & ~(_PAGE - 1)
+        hi = max(s.address + len(s.data) for s in image.segments)
+        hi = (hi + _PAGE - 1) & ~(_PAGE - 1)
+        uc.mem_map(lo, hi - lo)
+        for seg in image.segments:
+            uc.mem_write(seg.address, seg.data)
+        self.vectors = image.symbol("vectors").address
+        self.snapshot_point = image.symbol("truth_snapshot_point").address
+        init_stack = image.symbol("init_stack")
+        irq_stack = image.symbol("irq_stack")
+        self.stacks = {"task": (init_stack.address, init_stack.address + THREAD_SIZE),
+                       "irq": (irq_stack.address, irq_stack.address + THREAD_SIZE)}
+        self.final_record = init_stack.address + THREAD_SIZE - PT_REGS_SIZE + S_STACKFRAME
+        self.irq_action = image.symbol("truth_irq_action").address
+        self._handler_globals = [(s.address, s.size) for s in image.symbols
+                                 if s.name.startswith("truth_irq_") and s.size]
+        self._regs = [getattr(c, f"UC_ARM64_REG_X{i}") for i in range(29)]
+        self._regs += [c.UC_ARM64_REG_X29, c.UC_ARM64_REG_X30, c.UC_ARM64_REG_SP,
+                       c.UC_ARM64_REG_PC, c.UC_ARM64_REG_PSTATE]
+        self._reg_names = [f"x{i}" for i in range(31)] + ["sp", "pc", "pstate"]
+        self.shadow: list[ShadowEntry] = []
+        self._pending: tuple[int, int] | None = None  # (kind, address) of a block's terminal
+        self._resuming = False
+        self._return_check: int | None = None
+        self._done = False
+        self._error: str | None = None
+        self.stats = RunStats()
+        kinds = image.kinds
+        text = image.text_address
+        self._kinds = kinds
+        uc.hook_add(unicorn.UC_HOOK_BLOCK, self._on_block)
+        uc.hook_add(unicorn.UC_HOOK_INTR, self._on_intr)
+        self._text = text
+        uc.reg_write(c.UC_ARM64_REG_PC, image.entry)
+        uc.reg_write(c.UC_ARM64_REG_PSTATE, 0x5)  # EL1h, interrupts unmasked
+        self.pc = image.entry
+
+    # -- hooks --------------------------------------------------------------------------
+    def _on_block(self, uc, address: int, size: int, _user) -> None:  # type: ignore[no-untyped-def]
+        pending = self._pending
+        if self._resuming:
+            # the first block after a stop starts at the stop PC: the pending terminal of
+            # the block we stopped inside has not executed (this block ends at it or earlier)
+            self._resuming = False
+        elif pending is not None:
+            kind, at = pending
+            if kind in (KIND_BL, KIND_BLR):
+                self.shadow.append(at + 4)
+            elif kind == KIND_RET:
+                if not self.shadow or isinstance(self.shadow[-1], ExceptionMarker):
+                    self._fail(f"ret at {self.image.format_pc(at)} with no call on the shadow stack")
+                    return
+                expect = self.shadow.pop()
+                if expect != address:
+                    self._fail(f"ret at {self.image.format_pc(at)} went to {address:#x}, "
+                               f"the shadow stack says {expect:#x}")
+                    return
+            elif kind == KIND_ERET:
+                if not self.shadow or not isinstance(self.shadow[-1], ExceptionMarker):
+                    self._fail(f"eret at {at:#x} without an exception on the shadow stack")
+                    return
+                marker = self.shadow.pop()
+                assert isinstance(marker, ExceptionMarker)
+                back = marker.elr + (4 if marker.kind == "sync" else 0)
+                if address != back:
+                    self._fail(f"eret went to {address:#x}, expected {back:#x}")
+                    return
+        self._pending = None
+        last = address + size - 4
+        i = (last - self._text) >> 2
+        if 0 <= i < len(self._kinds):
+            k = int(self._kinds[i])
+            if k in (KIND_BL, KIND_BLR, KIND_RET, KIND_ERET):
+                self._pending = (k, last)
+
+    def _on_intr(self, uc, intno: int, _user) -> None:  # type: ignore[no-untyped-def]
+        c = self._c
+        pc = uc.reg_read(c.UC_ARM64_REG_PC)
+        if intno != 7:  # EXCP_BKPT
+            self._fail(f"unexpected exception {intno} at {self.image.format_pc(pc)}")
+            return
+        word = struct.unpack("<I", uc.mem_read(pc, 4))[0]
+        imm = (word >> 5) & 0xFFFF
+        if imm == BRK_TASK_DONE:
+            self._done = True
+            uc.emu_stop()
+            return
+        if imm != BRK_WARN:
+            self._fail(f"brk #{imm:#x} at {self.image.format_pc(pc)}")
+            return
+        self.stats.sync_exceptions += 1
+        uc.reg_write(c.UC_ARM64_REG_ESR_EL1, (ESR_EC_BRK64 << 26) | (1 << 25) | imm)
+        self._take_exception(pc, 0x200, "sync")
+
+    def _fail(self, message: str) -> None:
+        if self._error is None:
+            self._error = message
+        self.uc.emu_stop()
+
+    def _take_exception(self, pc: int, vector_offset: int, kind: str) -> None:
+        c = self._c
+        uc = self.uc
+        uc.reg_write(c.UC_ARM64_REG_ELR_EL1, pc)
+        # SPSR_EL1 (op0=3, op1=0, CRn=4, CRm=0, op2=0) has no named unicorn register
+        uc.reg_write(c.UC_ARM64_REG_CP_REG, (4, 0, 3, 0, 0, uc.reg_read(c.UC_ARM64_REG_PSTATE)))
+        uc.reg_write(c.UC_ARM64_REG_PSTATE, PSTATE_EL1H_MASKED)
+        uc.reg_write(c.UC_ARM64_REG_PC, self.vectors + vector_offset)
+        self.shadow.append(ExceptionMarker(kind, pc))
+
+    # -- running ------------------------------------------------------------------------
+    def _emu(self, begin: int, until: int, count: int) -> None:
+        try:
+            self.uc.emu_start(begin, until, count=count)
+        except self._uc_mod.UcError as exc:
+            pc = self.uc.reg_read(self._c.UC_ARM64_REG_PC)
+            raise HarnessError(f"emulation failed at {self.image.format_pc(pc)}: {exc}") from None
+        if self._error is not None:
+            raise HarnessError(self._error)
+
+    def advance(self, count: int) -> bool:
+        """Run the task for *count* instructions (fewer if it finishes); False when done."""
+        if self._done:
+            return False
+        if count <= 0:
+            return True
+        self._resuming = True
+        self._emu(self.pc, 0, count)
+        self.pc = self.uc.reg_read(self._c.UC_ARM64_REG_PC)
+        self.stats.instructions += count
+        return not self._done
+
+    def run_to_end(self) -> int:
+        """Run until the task finishes; its result (``task_main``'s return value)."""
+        while self.advance(TASK_BUDGET):
+            raise HarnessError(f"the task did not finish within {TASK_BUDGET} instructions")
+        return self.result()
+
+    def result(self) -> int:
+        data = self.uc.mem_read(self.image.symbol("truth_result").address, 8)
+        return int.from_bytes(data, "little")
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    def context(self) -> str:
+        """Where the code at the current stop runs: task, sync handler or IRQ work."""
+        for e in reversed(self.shadow):
+            if isinstance(e, ExceptionMarker):
+                return e.kind
+        return "task"
+
+    def inject_work_irq(self) -> None:
+        """Take an IRQ whose handler runs work on the IRQ stack and returns (eret)."""
+        self.uc.mem_write(self.irq_action, IRQ_ACTION_WORK.to_bytes(8, "little"))
+        self._take_exception(self.pc, 0x280, "irq")
+        self.pc = self.vectors + 0x280
+        self.stats.work_irqs += 1
+
+    def interrupt(self, position: int) -> Capture:
+        """Take an IRQ at the current PC, run the entry code and handlers to the snapshot
+        point, capture, and put everything back so that the task resumes unchanged."""
+        uc, c = self.uc, self._c
+        saved = uc.context_save()
+        saved_shadow = list(self.shadow)
+        saved_pending = self._pending
+        saved_globals = [(a, bytes(uc.mem_read(a, n))) for a, n in self._handler_globals]
+        interrupted = self.pc
+        context = self.context()
+        nesting = sum(isinstance(e, ExceptionMarker) for e in self.shadow)
+        uc.mem_write(self.irq_action, IRQ_ACTION_SNAPSHOT.to_bytes(8, "little"))
+        self._take_exception(interrupted, 0x280, "irq")
+        self._resuming = True
+        self._emu(self.vectors + 0x280, self.snapshot_point, HANDLER_BUDGET)
+        pc = uc.reg_read(c.UC_ARM64_REG_PC)
+        if pc != self.snapshot_point:
+            raise HarnessError(f"the IRQ taken at {self.image.format_pc(interrupted)} did not "
+                               f"reach truth_snapshot_point (stopped at "
+                               f"{self.image.format_pc(pc)})")
+        # at the snapshot point's first instruction the BL that called it is pending
+        if self._pending is not None and self._pending[0] in (KIND_BL, KIND_BLR):
+            self.shadow.append(self._pending[1] + 4)
+        values = [uc.reg_read(r) for r in self._regs]
+        regs = dict(zip(self._reg_names, values, strict=True))
+        stacks = {name: (lo, bytes(uc.mem_read(lo, hi - lo)))
+                  for name, (lo, hi) in self.stacks.items()}
+        capture = Capture(position=position, pc=interrupted, context=context, regs=regs,
+                          stacks=stacks, shadow=list(reversed(self.shadow)), nesting=nesting)
+        uc.context_restore(saved)
+        for address, data in saved_globals:
+            uc.mem_write(address, data)
+        self.shadow = saved_shadow
+        self._pending = saved_pending
+        self.stats.points += 1
+        self.stats.covered.add(interrupted)
+        return capture
