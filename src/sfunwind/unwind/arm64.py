@@ -41,7 +41,9 @@ depends only on small interfaces, so it runs on a vmcore, a snapshot or syntheti
     exception).
 
 Reliability (``Documentation/livepatch/reliable-stacktrace.rst``) on top of the kernel's
-rules, in every mode but ``sframe-v6``: every reported PC must be kernel text; the walk must
+rules, in every mode but ``sframe-v6``: every reported PC must be kernel text (and, when a
+return-site table is given, every return address must follow a call instruction,
+:mod:`sfunwind.unwind.returnsites`); the walk must
 end at the task's FINAL record; livepatch's buffer holds ``max_entries`` (100) addresses and
 its consumer stops the walk when the buffer becomes full, which arm64 turns into -EINVAL, so
 a trace of ``max_entries`` or more entries is unreliable; ``return_to_handler`` and the
@@ -225,6 +227,7 @@ class UnwindContext:
     pt_regs: PtRegsLayout = field(default_factory=PtRegsLayout)
     return_to_handler: tuple[int, int] | None = None
     kretprobe_trampoline: tuple[int, int] | None = None
+    is_return_site: Callable[[int], bool] | None = None
     cache_pages: bool = True
     _pages: dict[int, bytes | MemoryFault] = field(default_factory=dict, repr=False)
 
@@ -290,6 +293,9 @@ class _State:
 
 
 _UNKNOWN = StackInfo("unknown", 0, 0)
+#: Sources whose pc is a return address (the CPU put it in x30 with a BL/BLR); (P) is an
+#: exact interrupted pc and (T) comes from the task_struct, not from the stack.
+_RETURN_ADDRESS_SOURCES = (Source.FRAME, Source.REGS_LR, Source.CALLER)
 
 
 class _Walker:
@@ -623,9 +629,14 @@ def unwind(ctx: UnwindContext, task: TaskStacks, start: Start, mode: Mode = Mode
                               max_entries - 1))
     text = ctx.is_kernel_text
     rth = ctx.return_to_handler
+    return_site = ctx.is_return_site
     for i, f in enumerate(frames):
         if text is not None and not text(f.pc):
             reasons.append(Reason("pc-not-text", f"pc {f.pc:#x} is not kernel text", i, f.pc))
+        elif (return_site is not None and f.source in _RETURN_ADDRESS_SOURCES
+              and not return_site(f.pc)):
+            reasons.append(Reason("not-return-site", f"return address {f.pc:#x} does not "
+                                  "follow a call instruction", i, f.pc))
         if rth is not None and rth[0] < f.pc < rth[0] + rth[1]:
             reasons.append(Reason("fgraph-transient", f"pc {f.pc:#x} is inside "
                                   "return_to_handler (its return address is in flight)", i, f.pc))
@@ -638,7 +649,7 @@ def _symbolize(ctx: UnwindContext, frames: list[Frame]) -> None:
     for f in frames:
         sym = ctx.symbolize(f.pc)
         if sym is not None:
-            f.symbol, f.offset, f.size = sym[0], sym[1], sym[2]
+            f.symbol, f.offset, f.size = sym
 
 
 def _trace(frames: list[Frame], mode: Mode, reliable: bool, reasons: list[Reason],

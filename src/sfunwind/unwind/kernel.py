@@ -1,0 +1,260 @@
+"""The unwinder on a :class:`~sfunwind.kernel.program.KernelProgram` (a vmcore + vmlinux).
+
+    >>> prog = open_program("nested-irq.vmcore.xz", "vmlinux.debug.xz")
+    >>> ctx = context_for(prog)                     # SFrame rows, symbols, PAC mask, ...
+    >>> trace_cpu(prog, 1, Mode.SFRAME, ctx=ctx)     # what CPU 1 was running, from PRSTATUS
+    >>> trace_task(prog, prog.find_task(113), Mode.UPSTREAM, ctx=ctx)
+    >>> trace_all(prog, Mode.SFRAME, ctx=ctx)        # every thread (running ones from regs)
+
+SFrame rows come from, in order: an explicit SFrame file (``sframe_path``), the vmlinux's own
+``.sframe``, or SFrame converted from its ``.debug_frame`` by :mod:`sfunwind.cfi` (cached by
+build ID).  Row addresses are link-time; lookups subtract the KASLR offset.
+
+A return-site table (:mod:`sfunwind.unwind.returnsites`) is built from the vmlinux when it
+holds code, or read from ``return_sites_path``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sfunwind.errors import MemoryFault, SfunwindError, UsageError
+from sfunwind.rules import UnwindRow
+from sfunwind.unwind.arm64 import (
+    KretprobeInstance,
+    PtRegsLayout,
+    Regs,
+    StackInfo,
+    TaskStacks,
+    UnwindContext,
+    start_from_regs,
+    start_from_task,
+    unwind,
+)
+from sfunwind.unwind.returnsites import ReturnSites
+from sfunwind.unwind.trace import Frame, Mode, Reason, Source, Trace
+
+#: Bound on kretprobe instances followed per task.
+MAX_KRETPROBE_INSTANCES = 4096
+
+
+def open_program(vmcore: str | Path, vmlinux: str | Path):  # -> KernelProgram
+    from sfunwind.kernel.program import KernelProgram
+
+    return KernelProgram.open(vmcore, vmlinux)
+
+
+def _vmlinux_path(program) -> str | None:
+    src = getattr(program.symbols, "source", None)
+    return str(src) if src else None
+
+
+def sframe_rows(program, *, sframe_path: str | Path | None = None,
+                cache_dir: str | Path | None = None):
+    """``find_row(runtime_pc) -> UnwindRow | None`` for the kernel image, or None when no
+    SFrame can be had (then the ``sframe`` modes fall back as without CONFIG SFrame)."""
+    from sfunwind.sframe import SFrameTable, load
+
+    section = None
+    if sframe_path is not None:
+        section = load(sframe_path)
+    else:
+        vmlinux = _vmlinux_path(program)
+        if vmlinux is None:
+            return None
+        from sfunwind.memory.files import materialize
+
+        real = materialize(vmlinux)
+        try:
+            section = load(real)
+        except SfunwindError:
+            section = None
+        if section is None:
+            try:
+                from sfunwind.cfi import kernel_sframe  # type: ignore[attr-defined]
+            except ImportError:
+                return None
+            section = kernel_sframe(real, cache_dir=cache_dir)
+    if section is None:
+        return None
+    if isinstance(section, (bytes, bytearray, memoryview)):
+        table = SFrameTable.from_bytes(section)
+    else:
+        table = SFrameTable(section)
+    offset = program.kaslr_offset
+    if not offset:
+        return table.find
+
+    def find_row(pc: int) -> UnwindRow | None:
+        return table.find(pc - offset)
+
+    return find_row
+
+
+def return_sites_for(program, path: str | Path | None = None) -> ReturnSites | None:
+    table = None
+    if path is not None:
+        table = ReturnSites.load(path)
+    else:
+        vmlinux = _vmlinux_path(program)
+        if vmlinux is not None:
+            from sfunwind.memory.files import materialize
+
+            table = ReturnSites.from_elf(materialize(vmlinux))
+    if table is None:
+        return None
+    if table.build_id and program.build_id and table.build_id != program.build_id:
+        raise UsageError(f"return-site table is for build ID {table.build_id}, the vmcore is "
+                         f"{program.build_id}")
+    return table.relocated(program.kaslr_offset)
+
+
+def _symbol_range(program, name: str) -> tuple[int, int] | None:
+    info = program.symbols.lookup(program.symbols.get(name) or 0) \
+        if program.symbols.get(name) is not None else None
+    if info is None:
+        return None
+    return info.address, info.size
+
+
+def context_for(program, *, sframe_path: str | Path | None = None,
+                cache_dir: str | Path | None = None, need_rows: bool = True,
+                return_sites_path: str | Path | None = None,
+                use_return_sites: bool = True) -> UnwindContext:
+    """The :class:`UnwindContext` of a kernel program."""
+    lay = program.layout
+    layout = PtRegsLayout(size=lay.pt_regs_size, regs=lay.pt_regs_regs, sp=lay.pt_regs_sp,
+                          pc=lay.pt_regs_pc, pstate=lay.pt_regs_pstate,
+                          stackframe=lay.pt_regs_stackframe)
+    find_row = sframe_rows(program, sframe_path=sframe_path, cache_dir=cache_dir) \
+        if need_rows else None
+    symbols = program.symbols
+    sites = return_sites_for(program, return_sites_path) if use_return_sites else None
+    return UnwindContext(
+        memory=program.memory, find_row=find_row, symbolize=symbols.lookup,
+        is_kernel_text=symbols.is_kernel_text, pac_mask=program.pac_mask, pt_regs=layout,
+        return_to_handler=_symbol_range(program, "return_to_handler"),
+        kretprobe_trampoline=_symbol_range(program, "__kretprobe_trampoline"),
+        is_return_site=sites)
+
+
+def _stack(s) -> StackInfo:
+    return StackInfo(s.name, s.low, s.high)
+
+
+def _kretprobe_instances(program, task) -> tuple[KretprobeInstance, ...]:
+    """``task->kretprobe_instances`` when BTF describes it; empty otherwise (then any
+    kretprobe trampoline on the stack is unrecoverable, which is the safe answer)."""
+    first = task.kretprobe_instances
+    if not first:
+        return ()
+    types = program.types
+    try:
+        node_off = types.member_offset("struct kretprobe_instance", "llist")
+        ret_off = types.member_offset("struct kretprobe_instance", "ret_addr")
+        fp_off = types.member_offset("struct kretprobe_instance", "fp")
+    except (AttributeError, KeyError, SfunwindError):
+        return ()
+    out = []
+    node = first
+    seen = set()
+    while node and node not in seen and len(out) < MAX_KRETPROBE_INSTANCES:
+        seen.add(node)
+        ri = node - node_off
+        try:
+            out.append(KretprobeInstance(program.memory.read_u64(ri + ret_off),
+                                         program.memory.read_u64(ri + fp_off)))
+            node = program.memory.read_u64(node)
+        except MemoryFault:
+            break
+    return tuple(out)
+
+
+def task_stacks(program, task, *, running_cpu: int | None = None) -> TaskStacks:
+    """The :class:`TaskStacks` of *task* (per-CPU stacks only when it runs on that CPU)."""
+    stacks = tuple(_stack(s) for s in task.stacks(running_cpu=running_cpu))
+    ret_stack = task.ret_stack
+    has_ret_stack = bool(ret_stack and ret_stack[0])
+    # The 7.x fgraph ret_stack is an array of encoded words; without a decoder for it we
+    # pass no entries, so a return_to_handler on the stack is reported unrecoverable
+    # (unreliable) rather than guessed.
+    return TaskStacks(stacks=stacks, final_record=task.final_record,
+                      ret_stack=(), has_ret_stack=has_ret_stack,
+                      kretprobe_instances=_kretprobe_instances(program, task),
+                      is_current=running_cpu is not None)
+
+
+def _label(trace: Trace, task, cpu: int | None) -> Trace:
+    trace.pid, trace.tgid, trace.comm = task.pid, task.tgid, task.comm
+    trace.task = task.address
+    trace.cpu = cpu if cpu is not None else task.cpu
+    return trace
+
+
+def trace_cpu(program, cpu: int, mode: Mode, *, ctx: UnwindContext | None = None,
+              max_entries: int = 100) -> Trace:
+    """What CPU *cpu* was running, unwound from its PRSTATUS registers (``kunwind_init_from_
+    regs`` semantics: the first frame is the exact pc, marked (P))."""
+    cpus = {c.index: c for c in program.cpus()}
+    if cpu not in cpus:
+        raise UsageError(f"no CPU {cpu} in this dump (CPUs: {sorted(cpus)})")
+    c = cpus[cpu]
+    if c.prstatus is None:
+        raise UsageError(f"CPU {cpu} has no NT_PRSTATUS registers in this dump")
+    ctx = ctx or context_for(program, need_rows=mode in (Mode.SFRAME, Mode.SFRAME_V6))
+    task = c.curr_task
+    pr = c.prstatus
+    if not pr.in_kernel:
+        frame = Frame(pc=pr.pc, source=Source.REGS_PC, raw_pc=pr.pc, fp=pr.fp)
+        trace = Trace(frames=[frame], mode=mode, reliable=False, start="cpu",
+                      reasons=[Reason("user-mode", "the CPU was running user code (EL0): "
+                                      "no kernel frames; the task switches at kernel exit",
+                                      0, pr.pc)])
+        return _label(trace, task, cpu)
+    stacks = task_stacks(program, task, running_cpu=cpu)
+    regs = Regs(pc=pr.pc, sp=pr.sp, fp=pr.fp, lr=pr.lr)
+    trace = unwind(ctx, stacks, start_from_regs(regs), mode, max_entries=max_entries)
+    trace.start = "cpu"
+    return _label(trace, task, cpu)
+
+
+def trace_task(program, task, mode: Mode, *, ctx: UnwindContext | None = None,
+               max_entries: int = 100) -> Trace:
+    """*task* (a :class:`~sfunwind.kernel.program.Task`): from its CPU's registers when it
+    is running there, else from ``thread.cpu_context`` (marker T)."""
+    ctx = ctx or context_for(program, need_rows=mode in (Mode.SFRAME, Mode.SFRAME_V6))
+    for c in program.cpus():
+        if c.curr == task.address and c.prstatus is not None:
+            return trace_cpu(program, c.index, mode, ctx=ctx, max_entries=max_entries)
+    cc = task.cpu_context
+    stacks = task_stacks(program, task)
+    trace = unwind(ctx, stacks, start_from_task(cc.pc, cc.fp), mode, max_entries=max_entries)
+    return _label(trace, task, None)
+
+
+def trace_pid(program, pid: int, mode: Mode, *, ctx: UnwindContext | None = None,
+              max_entries: int = 100) -> Trace:
+    task = program.find_task(pid)
+    if task is None:
+        raise UsageError(f"no task with pid {pid} in this dump")
+    return trace_task(program, task, mode, ctx=ctx, max_entries=max_entries)
+
+
+def trace_all(program, mode: Mode, *, ctx: UnwindContext | None = None,
+              max_entries: int = 100) -> list[Trace]:
+    """Every thread (idle tasks included); running ones from their CPU's registers, so every
+    CPU is covered too."""
+    ctx = ctx or context_for(program, need_rows=mode in (Mode.SFRAME, Mode.SFRAME_V6))
+    return [trace_task(program, t, mode, ctx=ctx, max_entries=max_entries)
+            for t in program.threads()]
+
+
+def trace_snapshot(path: str | Path, mode: Mode, *, sframe_path: str | Path | None = None,
+                   max_entries: int = 100) -> Trace:
+    """A truth-harness snapshot (``sfunwind.truth.snapshot``): registers, memory, stacks."""
+    try:
+        from sfunwind.truth import snapshot as snap  # type: ignore[attr-defined]
+    except ImportError:
+        raise UsageError("snapshots need sfunwind.truth.snapshot, which this build lacks") \
+            from None
+    return snap.load(path)  # pragma: no cover - replaced when the snapshot format lands
