@@ -26,6 +26,7 @@ Every count is bounded by section sizes; anything malformed is an
 
 from __future__ import annotations
 
+import io
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -38,7 +39,10 @@ from sfunwind.livepatch.patch import FuncSpec, PatchSpec
 _ABS64 = {"EM_AARCH64": 257, "EM_X86_64": 1, "EM_PPC64": 38, "EM_S390": 22, "EM_RISCV": 2,
           "EM_LOONGARCH": 2}
 MAX_FUNCS = 100_000
+#: What pyelftools raises on corrupt files besides ELFError (it parses with construct).
+_MALFORMED = (struct.error, ValueError, IndexError, KeyError, EOFError, OverflowError)
 MAX_NAME = 512  # KSYM_NAME_LEN
+MAX_MODULE_SIZE = 1 << 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,12 +109,18 @@ class _Ko:
         from elftools.common.exceptions import ELFError
         from elftools.elf.elffile import ELFFile
         from elftools.elf.relocation import RelocationSection
+        from elftools.elf.sections import SymbolTableSection
 
         self.path = str(path)
         try:
-            self._file = path.open("rb")
+            blob = path.read_bytes()
         except OSError as exc:
             raise ElfFormatError(f"cannot open: {exc.strerror}", path=self.path) from None
+        if len(blob) > MAX_MODULE_SIZE:
+            raise ElfFormatError(f"{len(blob)} bytes: larger than any module "
+                                 f"({MAX_MODULE_SIZE})", path=self.path)
+        # In memory: a corrupt offset then fails as a short read, never as a huge one.
+        self._file = io.BytesIO(blob)
         try:
             self.elf = ELFFile(self._file)
             if self.elf["e_type"] != "ET_REL":
@@ -122,9 +132,14 @@ class _Ko:
             self.abs64 = _ABS64[machine]
             self.little = self.elf.little_endian
             self.sections = list(self.elf.iter_sections())
+            for i, sec in enumerate(self.sections):
+                if (sec["sh_type"] != "SHT_NOBITS"
+                        and sec["sh_offset"] + sec["sh_size"] > len(blob)):
+                    raise self.error(f"section {i} ({sec.name}) runs past the end of the file",
+                                     self.elf["e_shoff"] + i * self.elf["e_shentsize"])
             self.symtab = self.elf.get_section_by_name(".symtab")
-            if self.symtab is None:
-                raise self.error("no .symtab (a module always has one)")
+            if not isinstance(self.symtab, SymbolTableSection):
+                raise self.error("no .symtab symbol table (a module always has one)")
             self.symbols = list(self.symtab.iter_symbols())
             self.data: dict[int, bytes] = {}
             self.relocs: dict[int, dict[int, _Reloc]] = {}
@@ -146,7 +161,11 @@ class _Ko:
                             r["r_offset"], sym.name, shndx if isinstance(shndx, int) else None,
                             sym["st_value"], r["r_addend"])
         except ELFError as exc:
+            self._file.close()
             raise ElfFormatError(str(exc), path=self.path) from None
+        except BaseException:
+            self._file.close()
+            raise
 
     def close(self) -> None:
         self._file.close()
@@ -332,7 +351,12 @@ def _modinfo(ko: _Ko) -> dict[str, str]:
 
 def read_livepatch_module(path: str | Path) -> LivepatchModule:
     """Parse *path*'s klp tables (what ``klp_enable_patch(&patch)`` registers)."""
-    ko = _Ko(Path(path))
+    from elftools.common.exceptions import ELFError
+
+    try:
+        ko = _Ko(Path(path))
+    except _MALFORMED as exc:
+        raise ElfFormatError(f"malformed ELF: {exc}", path=str(path)) from None
     try:
         _section, objs = _find_patch(ko)
         objects, ostride, fstride = _objects(ko, objs)
@@ -342,5 +366,7 @@ def read_livepatch_module(path: str | Path) -> LivepatchModule:
         name = info.get("name") or Path(path).name.removesuffix(".ko")
         return LivepatchModule(str(path), name.replace("-", "_"), objects, fstride, ostride,
                                info.get("livepatch") == "Y", info)
+    except (*_MALFORMED, ELFError) as exc:  # pyelftools' exceptions on corrupt data
+        raise ElfFormatError(f"malformed ELF: {exc}", path=str(path)) from None
     finally:
         ko.close()

@@ -360,7 +360,7 @@ class TransitionResult:
 
 
 def _is_current(task: TaskInfo, current: int | None) -> bool:
-    return current is not None and (task.pid == current and task.idle_cpu is None
+    return current is not None and ((task.pid == current and task.idle_cpu is None)
                                     or task.task == current)
 
 
