@@ -1,0 +1,840 @@
+"""DWARF CFI -> SFrame v3, following GNU as (``gas/gen-sframe.c``, binutils 2.46/2.47) exactly.
+
+gas translates the ``.cfi_*`` directive list of each ``.cfi_startproc``/``.cfi_endproc``
+pair; that list is exactly the CIE's initial instructions followed by the FDE's
+instructions, so decoding both and replaying them through the same state machine gives the
+same FREs.  The rules reproduced here (see ``translate_program``):
+
+* A scratch row (``cur``) collects changes.  Every state-changing instruction clears its
+  *merge candidate* flag, even when the value written is the same.  At each
+  ``DW_CFA_advance_loc*`` a changed scratch row is committed as an FRE starting at the
+  location where it began; an unchanged one is dropped (the previous FRE grows).  The
+  scratch row present at the end is always committed.
+* ``remember_state`` snapshots the scratch row; ``restore_state`` copies it back (and
+  requires an unchanged scratch row, else gas asserts).  ``restore`` of FP/RA takes the
+  first FRE's value ("CIE state").  ``negate_ra_state`` toggles the sticky mangled-RA bit;
+  RA-undefined is sticky until RA gets a rule again and is encoded as an FRE with no data
+  words (``fre_info`` 0).
+* Refusals (the FDE is dropped, with gas's warning text): non-SP/FP CFA on AArch64,
+  ``val_offset`` of FP/RA/SP, ``register`` of RA/FP/SP without FLEX, ``undefined`` FP/SP,
+  ``negate_ra_state_with_pc``, unsupported ``.cfi_escape`` shapes (seen here as
+  ``def_cfa_expression``/``expression``/``val_expression``/``GNU_args_size`` etc.),
+  out-of-range CFA offsets, a non-default return column, more than 65535 FREs, and on
+  AArch64 any FRE with FP saved but RA not.  A signal-frame FDE that fails is still
+  emitted, with no FREs.
+* Widths: FRE start offsets are 1/2/4 bytes for functions < 0x100 / < 0x10000 / larger;
+  each FRE's data words take the smallest of 1/2/4 bytes that holds all its (signed)
+  offsets — and, in FLEX FDEs, its (unsigned) control words — as gas computes them.
+* Layout: V3, flags ``SFRAME_F_FDE_FUNC_START_PCREL`` only, FDEs and FRE blocks both in
+  DWARF FDE order, ``freoff = 16 * num_fdes``.
+
+Known differences that cannot be recovered from encoded CFI (both still refuse the FDE):
+``.cfi_val_encoded_addr`` and ``.cfi_label`` are seen as ``DW_CFA_val_expression`` / nothing,
+and an escaped ``DW_CFA_val_offset`` is reported as ``.cfi_val_offset``.
+
+Speed: translation results are cached by (CIE content, FDE instruction bytes) and encoded
+FRE blocks by (result, FRE start width, key, signal), so a vmlinux — whose 57,921 FDEs have
+far fewer distinct programs — costs one dict lookup per FDE plus the unique programs.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sfunwind.cfi import ops as O
+from sfunwind.cfi.arch import Arch
+from sfunwind.cfi.ops import decode_program
+from sfunwind.cfi.parser import FrameSection, read_sleb
+from sfunwind.errors import CFIFormatError
+
+SFRAME_MAGIC = 0xDEE2
+SFRAME_VERSION_3 = 3
+SFRAME_F_FDE_FUNC_START_PCREL = 0x4
+SFRAME_HEADER_SIZE = 28
+SFRAME_V3_FDE_INDEX_SIZE = 16
+SFRAME_V3_FDE_ATTR_SIZE = 5
+MAX_FRES = 0xFFFF
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+
+LOC_NONE, LOC_REG, LOC_STACK = 0, 1, 2
+DW_OP_breg6 = 0x76
+DW_OP_deref = 0x06
+
+
+class _Row:
+    """gas ``struct sframe_row_entry`` (the fields that reach the output)."""
+
+    __slots__ = ("begin", "cfa_deref", "cfa_offset", "cfa_reg", "fp_deref", "fp_loc",
+                 "fp_offset", "fp_reg", "mangled", "merge", "ra_deref", "ra_loc", "ra_offset",
+                 "ra_reg", "ra_undefined")
+
+    def __init__(self, begin: int = 0) -> None:
+        self.begin = begin
+        self.cfa_reg: int | None = None  # None = SFRAME_FRE_REG_INVALID
+        self.cfa_offset = 0
+        self.cfa_deref = False
+        self.fp_loc = LOC_NONE
+        self.fp_reg: int | None = None
+        self.fp_offset = 0
+        self.fp_deref = False
+        self.ra_loc = LOC_NONE
+        self.ra_reg: int | None = None
+        self.ra_offset = 0
+        self.ra_deref = False
+        self.mangled = False
+        self.ra_undefined = False
+        self.merge = True
+
+    def copy_from(self, o: _Row) -> None:
+        """gas ``sframe_row_entry_initialize``: everything but the PC range and merge flag."""
+        self.cfa_reg = o.cfa_reg
+        self.cfa_offset = o.cfa_offset
+        self.cfa_deref = o.cfa_deref
+        self.fp_loc = o.fp_loc
+        self.fp_reg = o.fp_reg
+        self.fp_offset = o.fp_offset
+        self.fp_deref = o.fp_deref
+        self.ra_loc = o.ra_loc
+        self.ra_reg = o.ra_reg
+        self.ra_offset = o.ra_offset
+        self.ra_deref = o.ra_deref
+        self.mangled = o.mangled
+        self.ra_undefined = o.ra_undefined
+
+    def key(self) -> tuple:
+        return (self.begin, self.cfa_reg, self.cfa_offset, self.cfa_deref, self.fp_loc,
+                self.fp_reg, self.fp_offset, self.fp_deref, self.ra_loc, self.ra_reg,
+                self.ra_offset, self.ra_deref, self.mangled, self.ra_undefined)
+
+
+@dataclass(frozen=True, slots=True)
+class GasFRE:
+    """One FRE as gas builds it (before encoding); ``start`` is relative to the function."""
+
+    start: int
+    cfa_reg: int | None
+    cfa_offset: int
+    cfa_deref: bool
+    fp_loc: int
+    fp_reg: int | None
+    fp_offset: int
+    fp_deref: bool
+    ra_loc: int
+    ra_reg: int | None
+    ra_offset: int
+    ra_deref: bool
+    mangled: bool
+    ra_undefined: bool
+
+    def as_row(self) -> tuple:
+        return (self.start, self.cfa_reg, self.cfa_offset, self.cfa_deref, self.fp_loc,
+                self.fp_reg, self.fp_offset, self.fp_deref, self.ra_loc, self.ra_reg,
+                self.ra_offset, self.ra_deref, self.mangled, self.ra_undefined)
+
+
+@dataclass(frozen=True, slots=True)
+class Translation:
+    """The outcome of one FDE: FRE rows, or a refusal (``reason`` set, no rows).
+
+    ``rows`` are ``(start, state)`` pairs, *state* a plain tuple of the other :class:`GasFRE`
+    fields in order (cheap to build and to use as a cache key); :attr:`fres` gives the named
+    view.
+    """
+
+    rows: tuple[tuple, ...]
+    flex: bool
+    reason: str | None = None
+
+    @property
+    def fres(self) -> tuple[GasFRE, ...]:
+        return tuple(GasFRE(start, *state) for start, state in self.rows)
+
+
+class _Refuse(Exception):
+    pass
+
+
+def _name(arch: Arch, reg: int) -> str:
+    if reg == arch.sp:
+        return "SP"
+    if reg == arch.fp:
+        return "FP"
+    if reg == arch.ra:
+        return "RA"
+    return "(null)"
+
+
+def _bound(v: int) -> bool:
+    return INT32_MIN <= v <= INT32_MAX
+
+
+def translate_program(program: list, arch: Arch, return_column: int) -> Translation:
+    """Replay one function's CFI (CIE initial + FDE instructions) through gas's state machine."""
+    if return_column != arch.ra:
+        return Translation((), False, f"non-default RA register {return_column}")
+    try:
+        return _translate(program, arch)
+    except _Refuse as exc:
+        return Translation((), False, str(exc))
+
+
+def _translate(program: list, arch: Arch) -> Translation:
+    sp, fp, ra = arch.sp, arch.fp, arch.ra
+    tracking = arch.ra_tracking
+    flex_ok = arch.flex
+    flex = False
+    committed: list[_Row] = []
+    cur: _Row | None = None
+    remembered: _Row | None = None
+    loc = 0
+    for kind, a, b, opcode, _s, _e in program:
+        if kind == O.K_ADVANCE:
+            loc += a
+            if cur is not None:
+                if not cur.merge:
+                    committed.append(cur)
+                    last = cur
+                    cur = _Row()
+                    cur.copy_from(last)
+                # else: the previous FRE simply grows; cur is reused.
+            else:
+                cur = _Row()
+            cur.begin = loc
+            continue
+        if kind == O.K_NOP:
+            continue  # padding: never part of gas's directive list
+        if kind == O.K_DEF_CFA:
+            if cur is None:
+                cur = _Row(0)
+            if not _bound(b):
+                raise _Refuse(".cfi_def_cfa with unsupported offset value")
+            if a != sp and a != fp:
+                if not flex_ok:
+                    raise _Refuse(f"non-SP/FP register {a} in .cfi_def_cfa")
+                flex = True
+            cur.cfa_reg = a
+            cur.cfa_offset = b
+            cur.cfa_deref = False
+            cur.merge = False
+            continue
+        if cur is None:
+            # gas would assert here (its CIE always starts with .cfi_def_cfa).
+            raise _Refuse(f"{O.opcode_name(opcode)} before any CFA rule")
+        if kind == O.K_DEF_CFA_OFFSET:
+            if cur.cfa_reg == sp or cur.cfa_reg == fp:
+                if not _bound(a):
+                    raise _Refuse(".cfi_def_cfa_offset with unsupported offset value")
+                cur.cfa_offset = a
+                cur.merge = False
+            else:
+                raise _Refuse(".cfi_def_cfa_offset without CFA base register in effect")
+        elif kind == O.K_OFFSET:
+            if not flex_ok and not tracking and a == ra and b != arch.cfa_ra_offset:
+                raise _Refuse(f"RA register {a} in .cfi_offset")
+            if a == fp:
+                cur.fp_loc = LOC_STACK
+                cur.fp_offset = b
+                cur.fp_reg = None
+                cur.fp_deref = True
+                cur.merge = False
+            elif a == ra:
+                if not tracking and b == arch.cfa_ra_offset:
+                    cur.ra_reg = None
+                    cur.ra_loc = LOC_NONE
+                    cur.ra_deref = False
+                    cur.merge = False
+                else:
+                    cur.ra_loc = LOC_STACK
+                    cur.ra_offset = b
+                    cur.ra_undefined = False
+                    cur.ra_reg = None
+                    cur.ra_deref = True
+                    cur.merge = False
+                    if not tracking and flex_ok:
+                        flex = True
+        elif kind == O.K_RESTORE:
+            cie = committed[0] if committed else cur
+            if a == fp:
+                cur.fp_loc = cie.fp_loc
+                cur.fp_offset = cie.fp_offset
+                cur.merge = False
+            elif tracking and a == ra:
+                cur.ra_loc = cie.ra_loc
+                cur.ra_offset = cie.ra_offset
+                cur.ra_undefined = cie.ra_undefined
+                cur.merge = False
+        elif kind == O.K_NEGATE_RA_STATE:
+            if arch.name.startswith("aarch64"):
+                cur.mangled = not cur.mangled
+                cur.merge = False
+            else:
+                raise _Refuse(".cfi_window_save")
+        elif kind == O.K_REMEMBER_STATE:
+            if remembered is None:
+                remembered = _Row()
+            remembered.copy_from(cur)
+        elif kind == O.K_RESTORE_STATE:
+            if remembered is None or not cur.merge:
+                # gas_assert (xlate_ctx->remember_fre) / (cur_fre->merge_candidate)
+                raise _Refuse(".cfi_restore_state without a matching .cfi_remember_state "
+                              "at an instruction boundary (gas would abort)")
+            cur.copy_from(remembered)
+            cur.merge = False
+        elif kind == O.K_DEF_CFA_REGISTER:
+            if a != sp and a != fp:
+                if not flex_ok:
+                    raise _Refuse(f"non-SP/FP register {a} in .cfi_def_cfa_register")
+                flex = True
+            cur.cfa_reg = a
+            if committed:
+                cur.cfa_offset = committed[-1].cfa_offset
+            cur.cfa_deref = False
+            cur.merge = False
+        elif kind == O.K_VAL_OFFSET:
+            if a == fp or (tracking and a == ra) or (a == sp and b != 0):
+                raise _Refuse(f".cfi_val_offset with {_name(arch, a)} reg {a}")
+        elif kind == O.K_REGISTER:
+            if flex_ok and a == fp:
+                cur.fp_loc = LOC_REG
+                cur.fp_offset = 0
+                cur.fp_reg = b
+                cur.fp_deref = False
+                cur.merge = False
+                flex = True
+            elif flex_ok and a == ra:
+                cur.ra_loc = LOC_REG
+                cur.ra_offset = 0
+                cur.ra_undefined = False
+                cur.ra_reg = b
+                cur.ra_deref = False
+                cur.merge = False
+                flex = True
+            elif a in (ra, sp, fp):
+                raise _Refuse(f"{_name(arch, a)} register {a} in .cfi_register")
+        elif kind == O.K_UNDEFINED:
+            if a in (fp, sp):
+                raise _Refuse(f"{_name(arch, a)} reg {a} in .cfi_undefined")
+            if a == ra:
+                cur.ra_undefined = True
+                cur.merge = False
+        elif kind == O.K_SAME_VALUE:
+            if tracking and a == ra:
+                cur.ra_loc = LOC_NONE
+                cur.ra_offset = 0
+                cur.ra_undefined = False
+                cur.merge = False
+            elif a == fp:
+                cur.fp_loc = LOC_NONE
+                cur.fp_offset = 0
+                cur.merge = False
+        elif kind == O.K_NEGATE_RA_STATE_WITH_PC:
+            raise _Refuse(".cfi_negate_ra_state_with_pc")
+        elif kind == O.K_DEF_CFA_EXPRESSION:
+            flex = _escape_cfa_expression(cur, a, arch) or flex
+        elif kind == O.K_EXPRESSION:
+            flex = _escape_expression(cur, a, b, arch, opcode) or flex
+        elif kind == O.K_ARGS_SIZE:
+            if not (a == 0 or cur.cfa_reg == fp) or a > 0x7F:
+                raise _Refuse(f".cfi_escape with op ({opcode:#x})")
+        elif kind == O.K_SET_LOC or kind == O.K_VAL_EXPRESSION:
+            raise _Refuse(f".cfi_escape with op ({opcode:#x})")
+        else:  # pragma: no cover - every kind is handled above
+            raise _Refuse(f"CFI insn {O.opcode_name(opcode)} ({opcode:#x})")
+    if cur is not None:
+        committed.append(cur)
+    if len(committed) > MAX_FRES:
+        raise _Refuse("Number of FREs exceeds UINT16_MAX")
+    if tracking:
+        for row in committed:
+            if row.ra_loc != LOC_STACK and row.fp_loc == LOC_STACK:
+                raise _Refuse("FP without RA on stack")
+    return Translation(tuple((r.begin, r.key()[1:]) for r in committed), flex)
+
+
+def _escape_cfa_expression(cur: _Row, expr: bytes, arch: Arch) -> bool:
+    """``.cfi_escape DW_CFA_def_cfa_expression`` as gas accepts it (x86-64 DRAP only)."""
+    if len(expr) == 3 and arch.flex and arch.name == "x86_64" and expr[0] == DW_OP_breg6 \
+            and expr[2] == DW_OP_deref and expr[1] < 0x80:
+        offset, _ = read_sleb(expr, 1, 2)
+        cur.cfa_reg = arch.fp
+        cur.cfa_offset = offset
+        cur.cfa_deref = True
+        cur.merge = False
+        return True
+    raise _Refuse(f".cfi_escape with op ({O.DW_CFA_def_cfa_expression:#x})")
+
+
+def _escape_expression(cur: _Row, reg: int, expr: bytes, arch: Arch, opcode: int) -> bool:
+    """``.cfi_escape DW_CFA_expression reg, 2, op, offset`` as gas accepts it."""
+    if reg >= 0x80 or len(expr) != 2 or expr[1] >= 0x80:
+        raise _Refuse(f".cfi_escape with op ({opcode:#x})")
+    offset, _ = read_sleb(expr, 1, 2)
+    if reg == arch.fp:
+        if arch.flex and arch.name == "x86_64" and expr[0] == DW_OP_breg6:
+            cur.fp_loc = LOC_REG
+            cur.fp_offset = offset
+            cur.fp_reg = arch.fp
+            cur.fp_deref = True
+            cur.merge = False
+            return True
+        # gas would emit a FLEX FDE with an invalid FP register here; refuse instead.
+        raise _Refuse(f".cfi_escape DW_CFA_expression with FP reg {reg} (gas emits a "
+                      "malformed FLEX FDE for this)")
+    if reg == arch.sp or (arch.ra_tracking and reg == arch.ra) or reg == cur.cfa_reg:
+        raise _Refuse(f".cfi_escape DW_CFA_expression with {_name(arch, reg)} reg {reg}")
+    return False
+
+
+# ---------------------------------------------------------------------------------------
+# Encoding (gas output_sframe_row_entry / output_sframe_func_desc_attr).
+
+
+def _sized(value: int) -> int:
+    if -0x80 <= value <= 0x7F:
+        return 1
+    if -0x8000 <= value <= 0x7FFF:
+        return 2
+    if INT32_MIN <= value <= INT32_MAX:
+        return 4
+    return 8
+
+
+def _usized(value: int) -> int:
+    if value <= 0xFF:
+        return 1
+    if value <= 0xFFFF:
+        return 2
+    return 4
+
+
+def _ctrl(reg: int | None, deref: bool, reg_p: bool) -> int:
+    # SFRAME_V3_FLEX_FDE_CTRLWORD_ENCODE; an invalid register (gas: (unsigned) -1) is only
+    # ever used with reg_p = 0 in practice.
+    r = 0 if reg is None else reg
+    return ((r << 3) | (int(deref) << 1) | int(reg_p)) & 0xFFFFFFFF
+
+
+def encode_fre_body(state: tuple, arch: Arch, flex: bool) -> bytes:
+    """``fre_info`` and data words of one FRE (*state*: GasFRE fields after ``start``)."""
+    (cfa_reg, cfa_offset, cfa_deref, fp_loc, fp_reg, fp_offset, fp_deref, ra_loc,
+     ra_reg, ra_offset, ra_deref, mangled, ra_undefined) = state
+    if ra_undefined:
+        return b"\x00"
+    base = 0 if (flex or cfa_reg == arch.fp) else 1
+    # Word count (get_fre_dataword_count).
+    per = 2 if flex else 1
+    count = per
+    if flex:
+        if ra_loc != LOC_NONE:
+            count += per
+        elif fp_loc != LOC_NONE:
+            count += 1
+    elif arch.ra_tracking and ra_loc != LOC_NONE:
+        count += 1
+    if fp_loc != LOC_NONE:
+        count += per
+    # Word size (sframe_get_fre_dataword_size).
+    size = _sized(cfa_offset)
+    if fp_loc == LOC_STACK:
+        size = max(size, _sized(fp_offset))
+    if arch.ra_tracking and ra_loc == LOC_STACK:
+        size = max(size, _sized(ra_offset))
+    if flex:
+        size = max(size, _usized(_ctrl(cfa_reg, cfa_deref, cfa_reg is not None)))
+        if ra_loc == LOC_REG:
+            size = max(size, _usized(_ctrl(ra_reg, ra_deref, True)))
+        if fp_loc == LOC_REG:
+            size = max(size, _usized(_ctrl(fp_reg, fp_deref, True)))
+    if size == 8:
+        raise CFIFormatError("SFrame unsupported FRE data word size (an offset needs 8 bytes)")
+    code = {1: 0, 2: 1, 4: 2}[size]
+    info = (int(mangled) << 7) | (code << 5) | ((count & 0xF) << 1) | base
+    words: list[int] = []
+    if flex:
+        words += [_ctrl(cfa_reg, cfa_deref, True), cfa_offset]
+        if ra_loc != LOC_NONE:
+            reg_p = ra_loc == LOC_REG
+            words += [_ctrl(ra_reg if reg_p else 0, ra_deref, reg_p), ra_offset]
+        elif fp_loc != LOC_NONE:
+            words.append(0)
+        if fp_loc != LOC_NONE:
+            reg_p = fp_loc == LOC_REG
+            words += [_ctrl(fp_reg if reg_p else 0, fp_deref, reg_p), fp_offset]
+    else:
+        words.append(cfa_offset)
+        if arch.ra_tracking and ra_loc == LOC_STACK:
+            words.append(ra_offset)
+        if fp_loc == LOC_STACK:
+            words.append(fp_offset)
+    mask = (1 << (8 * size)) - 1
+    fmt = (">" if arch.big_endian else "<") + {1: "B", 2: "H", 4: "I"}[size] * len(words)
+    return bytes((info,)) + struct.pack(fmt, *[w & mask for w in words])
+
+
+def encode_fre(f: GasFRE | tuple, arch: Arch, flex: bool, addr_size: int) -> bytes:
+    """The bytes of one FRE (start offset of *addr_size* bytes, info, data words)."""
+    row = f if isinstance(f, tuple) else f.as_row()
+    start = row[0].to_bytes(addr_size, "big" if arch.big_endian else "little")
+    return start + encode_fre_body(row[1:], arch, flex)
+
+
+def fre_addr_size(func_size: int) -> int:
+    """FRE start-offset width gas picks for a function of *func_size* bytes (sframe-opt.c)."""
+    if func_size < 0x100:
+        return 1
+    if func_size < 0x10000:
+        return 2
+    return 4
+
+
+_FRE_TYPE = {1: 0, 2: 1, 4: 2}
+
+
+# ---------------------------------------------------------------------------------------
+# Whole sections.
+
+
+@dataclass(slots=True)
+class Refusal:
+    """An FDE gas would not translate."""
+
+    fde_offset: int
+    pc_begin: int
+    pc_range: int
+    reason: str
+
+
+@dataclass(slots=True)
+class Conversion:
+    """The result of converting one CFI section: the SFrame FDEs in order, plus refusals."""
+
+    arch: Arch
+    starts: np.ndarray  # int64 absolute function start addresses
+    sizes: np.ndarray  # uint32
+    blocks: list[bytes]  # per FDE: 5-byte attribute record + FREs
+    num_fres: int
+    refusals: list[Refusal] = field(default_factory=list)
+    source_fdes: int = 0
+    fde_offsets: list[int] = field(default_factory=list)  # CFI offset of each SFrame FDE
+
+    @property
+    def num_fdes(self) -> int:
+        return len(self.blocks)
+
+    def refusal_reasons(self) -> Counter:
+        return Counter(r.reason for r in self.refusals)
+
+    def covered_bytes(self) -> int:
+        return int(self.sizes.astype(np.int64).sum())
+
+    def encode(self, sframe_address: int) -> bytes:
+        """The ``.sframe`` section bytes as gas lays them out, placed at *sframe_address*."""
+        n = len(self.blocks)
+        e = ">" if self.arch.big_endian else "<"
+        fre_offs = np.zeros(n, dtype=np.int64)
+        if n:
+            lens = np.fromiter((len(b) for b in self.blocks), dtype=np.int64, count=n)
+            np.cumsum(lens[:-1], out=fre_offs[1:])
+            fre_len = int(lens.sum())
+        else:
+            fre_len = 0
+        header = struct.pack(e + "HBBBbbBIIIII", SFRAME_MAGIC, SFRAME_VERSION_3,
+                             SFRAME_F_FDE_FUNC_START_PCREL, self.arch.sframe_abi, 0,
+                             self.arch.cfa_ra_offset, 0, n, self.num_fres, fre_len, 0,
+                             SFRAME_V3_FDE_INDEX_SIZE * n)
+        index = np.zeros(n, dtype=np.dtype([("start", e + "i8"), ("size", e + "u4"),
+                                            ("fre_off", e + "u4")]))
+        field_addr = (np.uint64(sframe_address & 0xFFFFFFFFFFFFFFFF)
+                      + np.uint64(SFRAME_HEADER_SIZE)
+                      + np.arange(n, dtype=np.uint64) * np.uint64(SFRAME_V3_FDE_INDEX_SIZE))
+        index["start"] = (self.starts.astype(np.uint64) - field_addr).view(np.int64)
+        index["size"] = self.sizes
+        index["fre_off"] = fre_offs
+        return header + index.tobytes() + b"".join(self.blocks)
+
+
+def _cie_initial_row(prog: list, arch: Arch, return_column: int) -> tuple | None:
+    """The scratch row after a CIE's initial instructions, when the fast path can use it.
+
+    Only for the common shape: no advance, a ``def_cfa`` (so the row is already "changed"),
+    and no refusal.  Returns (row tuple, flex) or None.
+    """
+    if any(op[0] == O.K_ADVANCE or op[0] == O.K_SET_LOC for op in prog):
+        return None
+    if not any(op[0] == O.K_DEF_CFA for op in prog):
+        return None
+    tr = translate_program(prog, arch, return_column)
+    if tr.reason is not None or len(tr.rows) != 1:
+        return None
+    return tr.rows[0][1], tr.flex
+
+
+def _fast_translate(data: bytes, pos: int, end: int, init: tuple, arch: Arch, caf: int,
+                    daf: int) -> tuple[tuple, bool] | None:
+    """gas's translation of one FDE's instruction bytes, for the common opcodes.
+
+    Same state machine as :func:`_translate`, fused with decoding and kept in local
+    variables (the bulk of a vmlinux).  Returns None whenever anything unusual appears
+    (another opcode, a refusal, truncation): the caller then runs the reference path, which
+    produces the exact reason or error.  ``tests/test_cfi_convert.py`` checks that both
+    paths agree on every program of the kernel fixture.
+    """
+    (flex_init, state0) = init
+    (cfa_reg, cfa_off, cfa_deref, fp_loc, fp_reg, fp_off, fp_deref, ra_loc, ra_reg,
+     ra_off, ra_deref, mangled, undef) = state0
+    flex = flex_init
+    sp, fp, ra = arch.sp, arch.fp, arch.ra
+    tracking = arch.ra_tracking
+    flex_ok = arch.flex
+    cfa_ra = arch.cfa_ra_offset
+    aarch64 = arch.ra_tracking
+    merge = False
+    begin = 0
+    loc = 0
+    committed: list[tuple] = []
+    remembered: tuple | None = None
+    big = arch.big_endian
+    try:
+        while pos < end:
+            op = data[pos]
+            pos += 1
+            hi = op & 0xC0
+            if hi == 0x40 or 0x02 <= op <= 0x04:
+                if hi == 0x40:
+                    loc += (op & 0x3F) * caf
+                elif op == 0x02:
+                    loc += data[pos] * caf
+                    pos += 1
+                elif op == 0x03:
+                    loc += int.from_bytes(data[pos:pos + 2], "big" if big else "little") * caf
+                    pos += 2
+                else:
+                    loc += int.from_bytes(data[pos:pos + 4], "big" if big else "little") * caf
+                    pos += 4
+                if not merge:
+                    committed.append((begin, (cfa_reg, cfa_off, cfa_deref, fp_loc, fp_reg,
+                                              fp_off, fp_deref, ra_loc, ra_reg, ra_off,
+                                              ra_deref, mangled, undef)))
+                    merge = True
+                begin = loc
+            elif hi == 0x80:
+                reg = op & 0x3F
+                v = data[pos]
+                pos += 1
+                if v >= 0x80:
+                    v &= 0x7F
+                    shift = 7
+                    while True:
+                        b = data[pos]
+                        pos += 1
+                        v |= (b & 0x7F) << shift
+                        if b < 0x80:
+                            break
+                        shift += 7
+                        if shift > 63:
+                            return None
+                off = v * daf
+                if reg == fp:
+                    fp_loc = LOC_STACK
+                    fp_off = off
+                    fp_reg = None
+                    fp_deref = True
+                    merge = False
+                elif reg == ra:
+                    if not tracking:
+                        if off == cfa_ra:
+                            ra_reg = None
+                            ra_loc = LOC_NONE
+                            ra_deref = False
+                            merge = False
+                            continue
+                        if not flex_ok:
+                            return None
+                        flex = True
+                    ra_loc = LOC_STACK
+                    ra_off = off
+                    undef = False
+                    ra_reg = None
+                    ra_deref = True
+                    merge = False
+            elif hi == 0xC0:
+                reg = op & 0x3F
+                if reg == fp:
+                    if committed:
+                        fp_loc = committed[0][1][3]
+                        fp_off = committed[0][1][5]
+                    merge = False
+                elif tracking and reg == ra:
+                    if committed:
+                        ra_loc = committed[0][1][7]
+                        ra_off = committed[0][1][9]
+                        undef = committed[0][1][12]
+                    merge = False
+            elif op == 0x0E:
+                v = data[pos]
+                pos += 1
+                if v >= 0x80:
+                    v &= 0x7F
+                    shift = 7
+                    while True:
+                        b = data[pos]
+                        pos += 1
+                        v |= (b & 0x7F) << shift
+                        if b < 0x80:
+                            break
+                        shift += 7
+                        if shift > 63:
+                            return None
+                if (cfa_reg != sp and cfa_reg != fp) or v > INT32_MAX:
+                    return None
+                cfa_off = v
+                merge = False
+            elif op == 0x2D:
+                if not aarch64:
+                    return None
+                mangled = not mangled
+                merge = False
+            elif op == 0x0A:
+                remembered = (cfa_reg, cfa_off, cfa_deref, fp_loc, fp_reg, fp_off, fp_deref,
+                              ra_loc, ra_reg, ra_off, ra_deref, mangled, undef)
+            elif op == 0x0B:
+                if remembered is None or not merge:
+                    return None
+                (cfa_reg, cfa_off, cfa_deref, fp_loc, fp_reg, fp_off, fp_deref, ra_loc,
+                 ra_reg, ra_off, ra_deref, mangled, undef) = remembered
+                merge = False
+            elif op == 0x00:
+                pass
+            else:
+                return None  # anything else: the reference path
+        if pos != end:
+            return None
+    except IndexError:
+        return None
+    committed.append((begin, (cfa_reg, cfa_off, cfa_deref, fp_loc, fp_reg, fp_off, fp_deref,
+                              ra_loc, ra_reg, ra_off, ra_deref, mangled, undef)))
+    if len(committed) > MAX_FRES:
+        return None
+    if tracking:
+        for _start, st in committed:
+            if st[7] != LOC_STACK and st[3] == LOC_STACK:
+                return None
+    return tuple(committed), flex
+
+
+def convert_frame_section(frames: FrameSection, arch: Arch, *,
+                          path: str | None = None) -> Conversion:
+    """Translate every FDE of *frames* the way gas would, in FDE order."""
+    data = frames.data
+    big = arch.big_endian
+    cies = frames.cies
+    cie_programs: dict[int, list] = {}
+    cie_initial: dict[int, tuple | None] = {}
+    translations: dict[tuple, Translation] = {}
+    bodies: dict[tuple, bytes] = {}
+    bodies_flex: dict[tuple, bytes] = {}
+    blocks_cache: dict[tuple, bytes] = {}
+    starts: list[int] = []
+    sizes: list[int] = []
+    blocks: list[bytes] = []
+    kept_offsets: list[int] = []
+    refusals: list[Refusal] = []
+    num_fres = 0
+    fde_cie = frames.fde_cie
+    ins_start = frames.fde_ins_start
+    ins_end = frames.fde_ins_end
+    pc_begin = frames.fde_pc_begin
+    pc_range = frames.fde_pc_range
+    offsets = frames.fde_offsets
+    section = frames.name
+    order = "big" if big else "little"
+    attr = struct.Struct((">" if big else "<") + "HBBB").pack
+    cie_class: dict[int, int] = {}  # CIE offset -> small id of its content class
+    class_of_key: dict[tuple, int] = {}
+    for i in range(len(offsets)):
+        cie_off = fde_cie[i]
+        cid = cie_class.get(cie_off)
+        cie = cies[cie_off]
+        if cid is None:
+            cid = class_of_key.setdefault(cie.key, len(class_of_key))
+            cie_class[cie_off] = cid
+            if cid not in cie_programs:
+                prog = decode_program(data, cie.instructions_start, cie.instructions_end,
+                                      cie.code_align, cie.data_align,
+                                      address_size=cie.address_size, big_endian=big,
+                                      section=section, path=path)
+                cie_programs[cid] = prog
+                cie_initial[cid] = (_cie_initial_row(prog, arch, cie.ra_register)
+                                    if cie.ra_register == arch.ra else None)
+        s, e = ins_start[i], ins_end[i]
+        tkey = (cid, data[s:e])
+        tr = translations.get(tkey)
+        if tr is None:
+            init = cie_initial[cid]
+            fast = None
+            if init is not None:
+                fast = _fast_translate(data, s, e, (init[1], init[0]), arch, cie.code_align,
+                                       cie.data_align)
+            if fast is not None:
+                tr = Translation(fast[0], fast[1])
+            else:
+                fprog = decode_program(data, s, e, cie.code_align, cie.data_align,
+                                       address_size=cie.address_size, big_endian=big,
+                                       section=section, path=path)
+                tr = translate_program(cie_programs[cid] + fprog, arch, cie.ra_register)
+            translations[tkey] = tr
+        size = pc_range[i]
+        asz = 1 if size < 0x100 else 2 if size < 0x10000 else 4
+        if tr.reason is not None:
+            refusals.append(Refusal(offsets[i], pc_begin[i], size, tr.reason))
+            if not cie.signal_frame:
+                continue
+            # gas still emits a signal frame's FDE, with no FREs.
+            block = attr(0, _FRE_TYPE[asz] | (int(cie.pauth_b_key) << 5) | 0x80, 0, 0)
+            nfre = 0
+        else:
+            rows = tr.rows
+            nfre = len(rows)
+            bkey = (tkey, asz)
+            block = blocks_cache.get(bkey)
+            if block is None:
+                flex = tr.flex
+                info = _FRE_TYPE[asz] | (int(cie.pauth_b_key) << 5) | (
+                    int(cie.signal_frame) << 7)
+                parts = [attr(nfre, info, 1 if flex else 0, 0)]
+                cache = bodies_flex if flex else bodies
+                for start, state in rows:
+                    body = cache.get(state)
+                    if body is None:
+                        body = encode_fre_body(state, arch, flex)
+                        cache[state] = body
+                    parts.append(start.to_bytes(asz, order))
+                    parts.append(body)
+                block = b"".join(parts)
+                blocks_cache[bkey] = block
+        starts.append(pc_begin[i])
+        sizes.append(size)
+        blocks.append(block)
+        kept_offsets.append(offsets[i])
+        num_fres += nfre
+    return Conversion(arch, np.array(starts, dtype=np.uint64).view(np.int64)
+                      if starts else np.zeros(0, dtype=np.int64),
+                      np.array(sizes, dtype=np.uint32), blocks, num_fres, refusals,
+                      len(offsets), kept_offsets)
+
+
+def translate_fde(frames: FrameSection, index: int, arch: Arch) -> Translation:
+    """gas's translation of one FDE (uncached; for tools and tests)."""
+    cie = frames.cies[frames.fde_cie[index]]
+    big = arch.big_endian
+    prog = decode_program(frames.data, cie.instructions_start, cie.instructions_end,
+                          cie.code_align, cie.data_align, address_size=cie.address_size,
+                          big_endian=big, section=frames.name)
+    prog += decode_program(frames.data, frames.fde_ins_start[index], frames.fde_ins_end[index],
+                           cie.code_align, cie.data_align, address_size=cie.address_size,
+                           big_endian=big, section=frames.name)
+    return translate_program(prog, arch, cie.ra_register)
