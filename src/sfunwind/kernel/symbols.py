@@ -140,7 +140,9 @@ class Symbolizer:
         shndx = syms["shndx"]
         keep = (syms["name"] != 0) & (shndx != SHN_UNDEF)
         keep &= np.isin(stype, (STT_NOTYPE, STT_OBJECT, STT_FUNC))
-        keep &= ~((shndx == SHN_ABS) & (bind == STB_LOCAL))  # nm 'a'
+        # absolute symbols (nm 'a'/'A': PECOFF_FILE_ALIGNMENT, ...) are not kallsyms:
+        # kallsyms stores offsets from _text and is_ignored_symbol() drops type 'A'
+        keep &= shndx != SHN_ABS
         # debugging symbols (nm 'N'): defined in a non-allocated section
         keep &= (shndx >= 0xFF00) | alloc[shndx]
         idx = np.flatnonzero(keep)
@@ -436,20 +438,11 @@ def _kallsyms_order(values: np.ndarray, name_offs: np.ndarray, weak: np.ndarray,
 
 
 def _read_upto(memory: AddressSpace, address: int, size: int) -> bytes:
-    """Up to *size* bytes at *address*, stopping early at the first unreadable page."""
+    """Up to *size* bytes at *address*, stopping early where memory ends (the fault says
+    where); a fault at *address* itself propagates."""
     try:
         return memory.read(address, size)
-    except MemoryFault:
-        out = bytearray()
-        page = 4096
-        pos = address
-        while len(out) < size:
-            take = min(size - len(out), page - (pos % page))
-            try:
-                out += memory.read(pos, take)
-            except MemoryFault:
-                if not out:
-                    raise
-                break
-            pos += take
-        return bytes(out)
+    except MemoryFault as fault:
+        if not address < fault.address < address + size:
+            raise
+        return memory.read(address, fault.address - address)

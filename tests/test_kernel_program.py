@@ -1,0 +1,254 @@
+"""KernelProgram on every fixture vmcore against drgn 0.3.0's reference output."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from kernel_fixtures import DUMPS, VMLINUX, drgn_reference, hexint, program, vmcore
+from sfunwind.errors import MemoryFault, MismatchError, VmcoreFormatError
+from sfunwind.kernel.program import (
+    FRAME_META_TYPE_FINAL,
+    KernelProgram,
+    StackInfo,
+    task_state_char,
+)
+from sfunwind.memory.files import materialize
+
+
+def _task_key(t: dict) -> tuple:
+    return (t["pid"], t["tgid"], t["comm"], t["state"], t["cpu"], t["on_cpu"],
+            t["running"], t.get("idle_of_cpu"), hexint(t["stack"]))
+
+
+@pytest.mark.parametrize("dump", DUMPS)
+def test_task_list_equals_drgn(dump):
+    prog = program(dump)
+    ref = drgn_reference(dump)
+    mine = {t.address: (t.pid, t.tgid, t.comm, t.state, t.cpu, t.on_cpu, t.is_running,
+                        t.idle_of_cpu, t.stack) for t in prog.threads()}
+    theirs = {hexint(t["task"]): _task_key(t) for t in ref["tasks"]}
+    assert len(mine) == len(ref["tasks"]) == (73 if dump.startswith("kaslr") else 72)
+    assert mine == theirs
+
+
+@pytest.mark.parametrize("dump", DUMPS)
+def test_saved_context_equals_drgn(dump):
+    prog = program(dump)
+    ref = {hexint(t["task"]): t for t in drgn_reference(dump)["tasks"]}
+    for task in prog.threads():
+        want = {k: hexint(v) for k, v in ref[task.address]["cpu_context"].items()}
+        assert task.cpu_context.as_dict() == want, task
+
+
+@pytest.mark.parametrize("dump", DUMPS)
+def test_cpus_equal_drgn(dump):
+    prog = program(dump)
+    ref = drgn_reference(dump)
+    cpus = prog.cpus()
+    assert [c.index for c in cpus] == [c["cpu"] for c in ref["cpus"]]
+    for cpu, want in zip(cpus, ref["cpus"], strict=True):
+        assert cpu.prstatus is not None
+        assert cpu.prstatus.pr_pid == want["prstatus_pr_pid"]
+        assert cpu.prstatus.as_dict() == {k: hexint(v) for k, v in want["prstatus"].items()}
+        assert cpu.per_cpu_offset == hexint(want["per_cpu_offset"])
+        assert cpu.curr == hexint(want["curr_task"])
+        assert cpu.idle == hexint(want["idle_task"])
+        assert cpu.curr_task.pid == want["curr_pid"]
+        assert cpu.curr_task.comm == want["curr_comm"]
+        assert cpu.irq_stack == StackInfo("irq", hexint(want["irq_stack_ptr"]),
+                                          hexint(want["irq_stack_ptr"]) + 0x4000, cpu.index)
+        # the overflow stack is the per-cpu array itself, inside this CPU's per-cpu area
+        assert cpu.overflow_stack.low == (prog.symbol("overflow_stack") + cpu.per_cpu_offset) % 2**64
+        assert cpu.overflow_stack.size == 4096
+        # this kernel has SDEI configured but QEMU's firmware has none: never allocated
+        assert cpu.sdei_normal_stack is None and cpu.sdei_critical_stack is None
+
+
+@pytest.mark.parametrize("dump", DUMPS)
+def test_vmcoreinfo_and_kaslr(dump):
+    prog = program(dump)
+    ref = drgn_reference(dump)
+    assert prog.kaslr_offset == hexint(ref["kaslr_offset"])
+    assert prog.build_id == ref["build_id"] == prog.vmlinux_build_id
+    assert prog.vmcoreinfo.osrelease == ref["osrelease"]
+    assert prog.pac_mask == 0xFFF0000000000000
+    for key, value in ref["vmcoreinfo"].items():
+        assert prog.vmcoreinfo.get(key) == value
+
+
+@pytest.mark.parametrize("dump", DUMPS)
+def test_final_record_on_every_task_stack(dump):
+    """Translation check: every task stack (vmalloc: a 5-level LPA2 walk) ends with the FINAL
+    frame_record_meta at stack + 0x3fe8 = THREAD_SIZE - sizeof(pt_regs) + 296."""
+    prog = program(dump)
+    assert prog.layout.final_record_offset == 0x3FE8
+    for task in prog.threads():
+        assert task.final_record == task.stack + 0x3FE8
+        raw = prog.memory.read(task.final_record, 24)
+        assert raw[:16] == bytes(16), task
+        assert int.from_bytes(raw[16:], "little") == FRAME_META_TYPE_FINAL, task
+        # the task stack holds its own saved frame pointer (blocked tasks) or sp
+        assert task.stack_info.contains(task.cpu_context.sp) or task.is_running
+
+
+def test_layout_constants():
+    lay = program(DUMPS[0]).layout
+    assert (lay.thread_size, lay.irq_stack_size, lay.overflow_stack_size) == (16384, 16384, 4096)
+    assert (lay.pt_regs_size, lay.pt_regs_stackframe) == (320, 296)
+    assert (lay.frame_record_meta_size, lay.frame_record_meta_type) == (24, 16)
+    assert lay.kunwind_source == {"KUNWIND_SOURCE_UNKNOWN": 0, "KUNWIND_SOURCE_FRAME": 1,
+                                  "KUNWIND_SOURCE_CALLER": 2, "KUNWIND_SOURCE_TASK": 3,
+                                  "KUNWIND_SOURCE_REGS_PC": 4}
+
+
+def test_code_addresses_for_the_unwinder():
+    for dump in ("nokaslr/irq-in-fault", "kaslr/irq-in-fault"):
+        prog = program(dump)
+        koff = prog.kaslr_offset
+        assert prog.symbol("call_on_irq_stack") == 0xFFFF80008002B050 + koff
+        assert prog.return_to_handler is not None
+        assert prog.symbols.lookup(prog.return_to_handler).name == "return_to_handler"
+        assert prog.kretprobe_trampoline is not None
+        names = {name for name, _, _ in prog.entry_text_ranges}
+        assert "entry" in names
+        for _, lo, hi in prog.entry_text_ranges:
+            assert prog.symbols.is_kernel_text(lo) and lo <= hi
+        # the vectors are entry text
+        entry = next(r for r in prog.entry_text_ranges if r[0] == "entry")
+        assert entry[1] <= prog.symbol("el1h_64_irq") < entry[2]
+
+
+def test_running_task_stacks_include_cpu_stacks():
+    prog = program("nokaslr/nested-irq")
+    for cpu in prog.cpus():
+        task = cpu.curr_task
+        assert task.is_running
+        names = [s.name for s in task.stacks()]
+        assert names == ["task", "irq", "overflow"]
+        # the CPU was stopped on its IRQ stack (a nested IRQ): sp lies there
+        assert cpu.irq_stack.contains(cpu.prstatus.sp)
+
+
+def test_task_state_letters():
+    assert task_state_char(0) == "R"
+    assert task_state_char(0x1) == "S"
+    assert task_state_char(0x2) == "D"
+    assert task_state_char(0x402) == "I"  # TASK_IDLE
+    assert task_state_char(0x2001) == "S"  # TASK_INTERRUPTIBLE | TASK_FREEZABLE (init here)
+    assert task_state_char(0, 0x20) == "Z"  # EXIT_ZOMBIE
+    assert task_state_char(0x8) == "t"
+    assert task_state_char(0x8000) == "D"  # frozen tasks report as uninterruptible
+
+
+def test_wrong_vmlinux_build_id_refused(tmp_path):
+    """A vmlinux whose GNU build ID differs from VMCOREINFO's BUILD-ID is refused."""
+    src = materialize(VMLINUX)
+    data = bytearray(src.read_bytes())
+    build_id = bytes.fromhex("2fd286f94bd367f15622983529e421b16aa9cd20")
+    at = data.find(build_id)
+    assert at > 0
+    data[at] ^= 0xFF
+    other = tmp_path / "other-vmlinux"
+    other.write_bytes(data)
+    with pytest.raises(MismatchError, match="build ID"):
+        KernelProgram.open(vmcore("nokaslr/irq-in-fault"), other)
+
+
+def test_wrong_kernel_refused_by_addresses(tmp_path):
+    """A vmcore without BUILD-ID (older kernels) is still checked: its SYMBOL(_stext) must be
+    the vmlinux's plus the KASLR offset.  Pretending the KASLR dump is unrelocated fails."""
+    raw = bytearray(materialize(vmcore("kaslr/irq-in-fault")).read_bytes())
+    at = raw.find(b"BUILD-ID=")
+    raw[at:at + 9] = b"BUILD-XX="
+    at = raw.find(b"KERNELOFFSET=262af8800000")
+    raw[at:at + 25] = b"KERNELOFFSET=000000000000"
+    path = tmp_path / "no-build-id.vmcore"
+    path.write_bytes(raw)
+    with pytest.raises(MismatchError, match="_stext"):
+        KernelProgram.open(path, VMLINUX)
+
+
+def test_truncated_vmcore_gives_typed_errors(tmp_path):
+    full = materialize(vmcore("nokaslr/irq-in-fault")).read_bytes()
+    notes_end = 0x2000  # well inside the PT_NOTE segment of these dumps
+    for size in (0, 10, 64, 200, notes_end, len(full) // 3, len(full) - 4096):
+        path = tmp_path / f"cut-{size}.vmcore"
+        path.write_bytes(full[:size])
+        try:
+            prog = KernelProgram.open(path, VMLINUX)
+            assert prog.core.truncated
+            for task in prog.threads():
+                prog.memory.read(task.stack, prog.layout.thread_size)
+            last = prog.core.segments[-1]
+            with pytest.raises(MemoryFault, match="truncated") as fault:
+                prog.core.read_physical(last.paddr + last.declared_size - 8, 8)
+            assert fault.value.physical == last.paddr + last.declared_size - 8
+            raise fault.value
+        except (VmcoreFormatError, MemoryFault) as exc:
+            assert str(exc)
+            if isinstance(exc, VmcoreFormatError):
+                assert str(path) in str(exc)
+        else:
+            pytest.fail(f"a vmcore cut to {size} bytes read without error")
+
+
+def test_memory_fault_names_virtual_and_physical_address():
+    prog = program("nokaslr/irq-in-fault")
+    text = prog.symbol("schedule")  # .text pages are not in the trimmed dump
+    with pytest.raises(MemoryFault) as info:
+        prog.memory.read(text, 4)
+    assert info.value.address == text
+    assert info.value.physical == text - prog.memory.tr.kimage_voffset
+    assert f"{text:#x}" in str(info.value) and "phys" in str(info.value)
+    with pytest.raises(MemoryFault, match="not a kernel address"):
+        prog.memory.read(0x1234, 8)
+
+
+def test_cli_tasks_json_and_info():
+    dump = "kaslr/el1-abort"
+    cmd = [sys.executable, "-m", "sfunwind.cli.main", "kernel", "tasks", str(vmcore(dump)),
+           "-s", str(VMLINUX), "--json"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    rows = json.loads(out)
+    ref = drgn_reference(dump)
+    assert sorted((r["pid"], r["tgid"], r["comm"], r["state"], r["cpu"], r["on_cpu"])
+                  for r in rows) == \
+        sorted((t["pid"], t["tgid"], t["comm"], t["state"], t["cpu"], t["on_cpu"])
+               for t in ref["tasks"])
+    for r in rows:
+        assert int(r["stack_high"], 16) - int(r["stack"], 16) == 0x4000
+    info = subprocess.run([sys.executable, "-m", "sfunwind.cli.main", "kernel", "info",
+                           str(vmcore(dump)), "-s", str(VMLINUX), "--json"],
+                          capture_output=True, text=True, check=True).stdout
+    d = json.loads(info)
+    assert d["kaslr_offset"] == "0x262af8800000" and d["levels"] == 5 and d["lpa2"]
+    assert d["vmcore"] == str(vmcore(dump))
+
+
+def test_cli_mismatch_exit_code(tmp_path):
+    other = tmp_path / "vmlinux"
+    data = bytearray(materialize(VMLINUX).read_bytes())
+    at = data.find(bytes.fromhex("2fd286f94bd367f1"))
+    data[at] ^= 1
+    other.write_bytes(data)
+    res = subprocess.run([sys.executable, "-m", "sfunwind.cli.main", "kernel", "tasks",
+                          str(vmcore("nokaslr/el1-abort")), "-s", str(other)],
+                         capture_output=True, text=True)
+    assert res.returncode == 5, res.stderr
+    assert "build ID" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_cli_truncated_exit_code(tmp_path):
+    cut = tmp_path / "cut.vmcore"
+    shutil.copyfile(materialize(vmcore("nokaslr/el1-abort")), cut)
+    with open(cut, "r+b") as f:
+        f.truncate(100)
+    res = subprocess.run([sys.executable, "-m", "sfunwind.cli.main", "kernel", "info",
+                          str(cut), "-s", str(VMLINUX)], capture_output=True, text=True)
+    assert res.returncode == 3, res.stderr
+    assert "vmcore:" in res.stderr and "Traceback" not in res.stderr

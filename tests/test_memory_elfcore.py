@@ -1,0 +1,117 @@
+"""ELF core reader: headers, notes, PRSTATUS, VMCOREINFO, and typed errors on bad input."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from kernel_fixtures import DUMPS, drgn_reference, vmcore
+from sfunwind.errors import FormatError, MemoryFault, UsageError, VmcoreFormatError
+from sfunwind.memory.elfcore import ElfCore, VmcoreInfo, open_core
+from sfunwind.memory.files import materialize
+
+
+@pytest.mark.parametrize("dump", DUMPS)
+def test_prstatus_and_vmcoreinfo(dump):
+    core = open_core(vmcore(dump))
+    ref = drgn_reference(dump)
+    assert len(core.prstatus) == 2
+    for pr, cpu in zip(core.prstatus, ref["cpus"], strict=True):
+        assert pr.pr_pid == cpu["prstatus_pr_pid"] == pr.cpu + 1  # QEMU: vCPU index + 1
+        assert pr.as_dict() == {k: int(v, 16) for k, v in cpu["prstatus"].items()}
+    info = core.vmcoreinfo
+    assert info.page_size == 4096 and info.va_bits == 52
+    assert info.number("VA_BITS") == 52
+    assert info.number("kimage_voffset") == int(ref["vmcoreinfo"]["NUMBER(kimage_voffset)"], 16)
+    assert info.kernel_offset == int(ref["kaslr_offset"], 16)
+    assert info.build_id == ref["build_id"]
+    assert all(s.paddr % 4096 == 0 and s.size == s.declared_size for s in core.segments)
+    assert not core.truncated
+    assert {n.name for n in core.notes} >= {"CORE", "LINUX", "VMCOREINFO"}
+
+
+def test_el_and_kernel_mode():
+    core = open_core(vmcore("kaslr/irq-in-fault"))
+    assert [p.el for p in core.prstatus] == [0, 1]  # md5sum in user mode; CPU1 in the kernel
+    assert not core.prstatus[0].in_kernel and core.prstatus[1].in_kernel
+
+
+def test_physical_reads_and_faults():
+    core = open_core(vmcore("nokaslr/el1-abort"))
+    seg = core.segments[0]
+    assert core.read_physical(seg.paddr, 16) == core.physical.read(seg.paddr, 16)
+    with pytest.raises(MemoryFault) as fault:
+        core.read_physical(0x1000, 8)  # below RAM
+    assert fault.value.physical == 0x1000 and "not in the dump" in str(fault.value)
+    # a read spanning two adjacent segments, if any are adjacent
+    for a, b in zip(core.segments, core.segments[1:], strict=False):
+        if a.end == b.paddr:
+            assert core.read_physical(a.end - 4, 8) == \
+                core.read_physical(a.end - 4, 4) + core.read_physical(b.paddr, 4)
+            break
+
+
+def test_vmcoreinfo_number_formats():
+    info = VmcoreInfo.parse(b"NUMBER(a)=0x10\nNUMBER(b)=-5\nSYMBOL(c)=ffff0000\n"
+                            b"KERNELOFFSET=1b1385c00000\nOFFSET(x.y)=24\nSIZE(z)=8\n"
+                            b"NUMBER(bad)=zz\n\0junk")
+    assert info.number("a") == 16 and info.number("b") == -5
+    assert info.symbol("c") == 0xFFFF0000 and info.kernel_offset == 0x1B1385C00000
+    assert info.member_offset("x.y") == 24 and info.size("z") == 8
+    with pytest.raises(VmcoreFormatError, match="not a number"):
+        info.number("bad")
+    with pytest.raises(VmcoreFormatError, match="missing"):
+        info.number("absent")
+
+
+def _mutate(tmp_path, name: str, fn) -> str:
+    raw = bytearray(materialize(vmcore("nokaslr/el1-abort")).read_bytes())
+    fn(raw)
+    path = tmp_path / name
+    path.write_bytes(raw)
+    return str(path)
+
+
+@pytest.mark.parametrize("case,pattern", [
+    ("magic", "bad magic"),
+    ("class", "little-endian ELF64"),
+    ("type", "not a core file"),
+    ("machine", "EM_AARCH64"),
+    ("phoff", "program headers"),
+    ("note_overrun", "overruns"),
+    ("prstatus_short", "overruns"),  # a shorter desc misaligns every later note
+])
+def test_bad_headers_are_typed_errors(tmp_path, case, pattern):
+    def fn(raw: bytearray) -> None:
+        phoff = struct.unpack_from("<Q", raw, 32)[0]
+        note_off = struct.unpack_from("<Q", raw, phoff + 8)[0]  # first phdr is the PT_NOTE
+        if case == "magic":
+            raw[1] = ord("X")
+        elif case == "class":
+            raw[4] = 1
+        elif case == "type":
+            struct.pack_into("<H", raw, 16, 2)
+        elif case == "machine":
+            struct.pack_into("<H", raw, 18, 62)
+        elif case == "phoff":
+            struct.pack_into("<Q", raw, 32, len(raw) - 8)
+        elif case == "note_overrun":
+            struct.pack_into("<I", raw, note_off + 4, 1 << 30)  # descsz of the first note
+        elif case == "prstatus_short":
+            struct.pack_into("<I", raw, note_off + 4, 64)
+    path = _mutate(tmp_path, case, fn)
+    with pytest.raises(VmcoreFormatError, match=pattern) as err:
+        ElfCore.open(path)
+    assert path in str(err.value)
+    assert err.value.offset is not None
+
+
+def test_missing_file_and_bad_xz(tmp_path):
+    with pytest.raises(UsageError):
+        open_core(tmp_path / "nope.vmcore")
+    bad = tmp_path / "bad.vmcore.xz"
+    bad.write_bytes(b"\xfd7zXZ\0garbage")
+    with pytest.raises(FormatError) as err:
+        open_core(bad)
+    assert "xz" in str(err.value) and str(bad) in str(err.value)
