@@ -11,16 +11,17 @@ For every fixture built by binutils 2.47 / 2.44 / 2.40:
 
 from __future__ import annotations
 
+import importlib.util
 import re
+import sys
 from pathlib import Path
 
 import pytest
 
-from sframe_corpus import Fixture, fixtures, linked_fixtures, objdump_fdes
+from sframe_corpus import Fixture, fixtures, linked_fixtures, manifest, objdump_fdes
 from sfunwind.cli.main import main as cli_main
 from sfunwind.sframe import decode, dump_json, dump_text, encode, load, validate
-
-COMPAT_LABELS = ("2.47", "2.44", "2.40")
+from toolchain import Sid
 
 
 @pytest.fixture(scope="module")
@@ -147,3 +148,28 @@ def test_cli_dump_matches_objdump(workdir: Path, capsys: pytest.CaptureFixture[s
     monkeypatch.chdir(_path(v2, workdir).parent)
     assert cli_main(["sframe", "dump", "--objdump-compat=2.44", v2.name]) == 0
     assert capsys.readouterr().out == v2.objdump_text("2.44")
+
+
+def test_v3_corpus_rebuilds_byte_identical(sid: Sid) -> None:
+    """tools/build_sframe_corpus.py, run in the sid chroot now, rebuilds every committed v3
+    fixture byte for byte (the corpus is what the recorded toolchain makes of src/)."""
+    spec = importlib.util.spec_from_file_location(
+        "build_sframe_corpus", Path(__file__).parent.parent / "tools/build_sframe_corpus.py")
+    assert spec and spec.loader
+    builder = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = builder  # dataclasses look their module up there
+    spec.loader.exec_module(builder)
+    scratch = sid.scratch()
+    try:
+        tc = builder.Toolchain("v3-binutils-2.47", 3, "2.47", sid.root, ("a64", "x64"),
+                               work_dir=scratch)
+        built = builder.build(tc, builder.generate_assembly(tc))
+        v3 = [f for f in fixtures() if f.sframe_version == 3]
+        assert sorted(built) == sorted(f.name for f in v3)
+        recorded = manifest()["toolchains"]["v3-binutils-2.47"]
+        now = builder.tool_versions([tc])["v3-binutils-2.47"]
+        for fx in v3:
+            assert built[fx.name].read_bytes() == fx.data(), \
+                f"{fx.id} differs; toolchain recorded {recorded}, now {now}"
+    finally:
+        sid.cleanup(scratch)

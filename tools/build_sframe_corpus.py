@@ -49,7 +49,7 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from elftools.elf.elffile import ELFFile
@@ -96,11 +96,12 @@ class Toolchain:
     binutils: str  # objdump/libsframe version label
     root: Path | None  # chroot directory, None = the host
     glibc_pie_arches: tuple[str, ...]
-    libsframe_include: str = ""  # extra -I/-L for the oracle build (host)
-    versions: dict[str, str] = field(default_factory=dict)
+    work_dir: Path | None = None  # default: <root>/tmp/sframe-corpus-<name>
 
     @property
     def work(self) -> Path:
+        if self.work_dir is not None:
+            return self.work_dir
         base = self.root / "tmp" if self.root else Path("/tmp")
         return base / f"{WORK_NAME}-{self.name}"
 
