@@ -197,12 +197,6 @@ sym_func truth_snapshot_point
 	ret
 sym_end truth_snapshot_point
 
-/* A BUG/WARN-style trap: a synchronous exception from EL1, resumed at the next insn. */
-sym_func truth_warn_trap
-	brk	#0x800
-	ret
-sym_end truth_warn_trap
-
 /* ---- unannotated asm: memset (tail call to __memset_generic), memcpy -------------------- */
 
 sym_func memset

@@ -69,7 +69,6 @@ unsigned long truth_leaf_checksum(const void *buf, size_t n);
 
 void call_on_irq_stack(struct pt_regs *regs, void (*func)(struct pt_regs *));
 void truth_snapshot_point(struct pt_regs *regs);
-void truth_warn_trap(void);
 
 /* workload.c */
 void irq_work(void);

@@ -32,7 +32,7 @@ the tail-calling function is correctly absent) with the exception boundaries bet
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from sfunwind.errors import MissingToolError, SfunwindError
 from sfunwind.truth.image import (
@@ -44,6 +44,7 @@ from sfunwind.truth.image import (
 )
 
 PT_REGS_SIZE = 320
+PT_REGS_PC = 256
 S_STACKFRAME = 296
 THREAD_SIZE = 16384
 
@@ -71,12 +72,25 @@ class HarnessError(SfunwindError):
     """The emulation went somewhere it must not (a harness or image bug): never expected."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ExceptionMarker:
-    """An exception boundary on the shadow stack: the exception kind and the interrupted PC."""
+    """An exception boundary on the shadow stack: the exception kind, the interrupted PC
+    (ELR at entry) and where the exception will return to (``resume``: a BRK handler moves
+    ``pt_regs::pc`` past the BRK; the harness watches that one slot with a write hook)."""
 
     kind: str  # "irq" or "sync"
     elr: int
+    sp: int  # the interrupted SP: the pt_regs the entry code saves lies at sp - PT_REGS_SIZE
+    resume: int = -1
+    hook: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.resume < 0:
+            self.resume = self.elr
+
+    @property
+    def pt_regs(self) -> int:
+        return self.sp - PT_REGS_SIZE
 
 
 ShadowEntry = int | ExceptionMarker
@@ -97,7 +111,7 @@ class Capture:
     def expected(self) -> list[int]:
         """The exact return-address chain a correct unwinder reports from the snapshot
         point's caller: calls innermost first, each exception boundary as its ELR."""
-        return [e.elr if isinstance(e, ExceptionMarker) else e for e in self.shadow]
+        return [e.resume if isinstance(e, ExceptionMarker) else e for e in self.shadow]
 
 
 @dataclass(slots=True)
@@ -122,7 +136,7 @@ def _unicorn():  # type: ignore[no-untyped-def]
 class Machine:
     """The emulated truth image (one task, one CPU)."""
 
-    def __init__(self, image: TruthImage) -> None:
+    def __init__(self, image: TruthImage, *, record: bool = False) -> None:
         unicorn, c = _unicorn()
         self.image = image
         self._uc_mod, self._c = unicorn, c
@@ -157,6 +171,11 @@ class Machine:
         self._done = False
         self._error: str | None = None
         self.stats = RunStats()
+        #: with ``record``: every block entered (address, size) and every stop (number of
+        #: blocks recorded so far, stop PC), to map timeline positions to PCs
+        self.block_addrs: list[int] | None = [] if record else None
+        self.block_sizes: list[int] = []
+        self.stops: list[tuple[int, int]] = []
         kinds = image.kinds
         text = image.text_address
         self._kinds = kinds
@@ -169,6 +188,9 @@ class Machine:
 
     # -- hooks --------------------------------------------------------------------------
     def _on_block(self, uc, address: int, size: int, _user) -> None:  # type: ignore[no-untyped-def]
+        if self.block_addrs is not None:
+            self.block_addrs.append(address)
+            self.block_sizes.append(size)
         pending = self._pending
         if self._resuming:
             # the first block after a stop starts at the stop PC: the pending terminal of
@@ -193,9 +215,10 @@ class Machine:
                     return
                 marker = self.shadow.pop()
                 assert isinstance(marker, ExceptionMarker)
-                back = marker.elr + (4 if marker.kind == "sync" else 0)
-                if address != back:
-                    self._fail(f"eret went to {address:#x}, expected {back:#x}")
+                if marker.hook is not None:
+                    uc.hook_del(marker.hook)
+                if address != marker.resume:
+                    self._fail(f"eret went to {address:#x}, expected {marker.resume:#x}")
                     return
         self._pending = None
         last = address + size - 4
@@ -236,8 +259,19 @@ class Machine:
         # SPSR_EL1 (op0=3, op1=0, CRn=4, CRm=0, op2=0) has no named unicorn register
         uc.reg_write(c.UC_ARM64_REG_CP_REG, (4, 0, 3, 0, 0, uc.reg_read(c.UC_ARM64_REG_PSTATE)))
         uc.reg_write(c.UC_ARM64_REG_PSTATE, PSTATE_EL1H_MASKED)
+        sp = uc.reg_read(c.UC_ARM64_REG_SP)
         uc.reg_write(c.UC_ARM64_REG_PC, self.vectors + vector_offset)
-        self.shadow.append(ExceptionMarker(kind, pc))
+        marker = ExceptionMarker(kind, pc, sp)
+        if kind == "sync":
+            slot = marker.pt_regs + PT_REGS_PC
+
+            def on_pc_write(uc, _access, address, size, value, _user):  # type: ignore[no-untyped-def]
+                if address == slot and size == 8:
+                    marker.resume = value & ((1 << 64) - 1)
+
+            marker.hook = uc.hook_add(self._uc_mod.UC_HOOK_MEM_WRITE, on_pc_write,
+                                      begin=slot, end=slot + 7)
+        self.shadow.append(marker)
 
     # -- running ------------------------------------------------------------------------
     def _emu(self, begin: int, until: int, count: int) -> None:
@@ -258,6 +292,8 @@ class Machine:
         self._resuming = True
         self._emu(self.pc, 0, count)
         self.pc = self.uc.reg_read(self._c.UC_ARM64_REG_PC)
+        if self.block_addrs is not None:
+            self.stops.append((len(self.block_addrs), self.pc))
         self.stats.instructions += count
         return not self._done
 
@@ -317,7 +353,9 @@ class Machine:
         stacks = {name: (lo, bytes(uc.mem_read(lo, hi - lo)))
                   for name, (lo, hi) in self.stacks.items()}
         capture = Capture(position=position, pc=interrupted, context=context, regs=regs,
-                          stacks=stacks, shadow=list(reversed(self.shadow)), nesting=nesting)
+                          stacks=stacks, nesting=nesting,
+                          shadow=[replace(e, hook=None) if isinstance(e, ExceptionMarker) else e
+                                  for e in reversed(self.shadow)])
         uc.context_restore(saved)
         for address, data in saved_globals:
             uc.mem_write(address, data)

@@ -43,7 +43,7 @@ ASM_WITH_CFI = frozenset({"call_on_irq_stack", "memmove", "memcmp", "strlen",
                           "truth_leaf_checksum"})
 ASM_WITHOUT_CFI = frozenset({"memset", "__memset_generic", "memcpy"})
 ENTRY_CODE = frozenset({"vectors", "el1h_64_sync", "el1h_64_irq", "ret_to_kernel",
-                        "ret_from_fork", "truth_snapshot_point", "truth_warn_trap"})
+                        "ret_from_fork", "truth_snapshot_point"})
 
 
 @dataclass(frozen=True, slots=True)

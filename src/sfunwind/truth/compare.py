@@ -1,0 +1,408 @@
+"""Interrupt the truth image everywhere and compare every unwinder mode with the truth.
+
+1. **Reference run** (:func:`reference`): the task runs uninterrupted except for the
+   scheduled "work" IRQs and its own WARN trap, recording every block; the timeline
+   (position -> PC) and the task's result come out of it.
+2. **Plan** (:func:`plan`): interruption positions = the first execution of every
+   instruction outside the entry code, plus every ``stride``-th instruction (or a random
+   sample of ``points``).
+3. **Run** (:func:`run`): the same timeline again; at each planned position the harness
+   checks that the PC is the one the reference saw there, takes an IRQ, captures at the
+   snapshot point and unwinds the capture in every mode.  The task's final result must equal
+   the reference's (the interrupts were transparent).
+
+Each point is labelled with the class of the interrupted instruction
+(:mod:`sfunwind.truth.image`) and its context (``task``, ``sync``: inside the WARN handler,
+``irq``: inside an IRQ's work on the IRQ stack, i.e. a nested IRQ).  Per mode and class the
+summary counts exact traces, traces claimed reliable, and traces **claimed reliable but
+wrong** (with the first differing frame).  For ``sframe`` mode it also checks the targets:
+exact and reliable wherever every interrupted PC of the trace has an SFrame row, and
+otherwise unreliable with reason ``sframe-no-row``.
+
+**PAC.**  Unicorn runs ``paciasp``/``autiasp`` as no-ops, so by default the harness signs
+return addresses itself: every stack word that holds a live return address (the shadow
+stack says which values are live) gets a fake PAC in bits 63..48 (bit 55 kept: a kernel
+pointer), and the snapshot carries the kernel PAC mask ``0xffff000000000000`` that strips
+it (``ptrauth_strip_kernel_insn_pac``: OR the mask in).  ``pt_regs::pc`` is never signed.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sfunwind.truth.emulator import (
+    PT_REGS_SIZE,
+    S_STACKFRAME,
+    THREAD_SIZE,
+    Capture,
+    ExceptionMarker,
+    HarnessError,
+    Machine,
+)
+from sfunwind.truth.image import CLASS_INDEX, POINT_CLASSES, TruthImage
+from sfunwind.truth.snapshot import PtRegsOffsets, Snapshot, StackBounds, unwind_inputs
+from sfunwind.unwind.trace import Mode, Trace
+
+KERNEL_PAC_MASK = 0xFFFF000000000000
+#: Work IRQs (handlers that run interruptible work on the IRQ stack) every this many
+#: instructions of the task's timeline, starting at WORK_IRQ_FIRST.
+WORK_IRQ_EVERY = 700_000
+WORK_IRQ_FIRST = 250_001
+MODES = (Mode.SFRAME, Mode.UPSTREAM, Mode.FP_ONLY, Mode.SFRAME_V6)
+CONTEXTS = ("task", "sync", "irq")
+
+
+@dataclass(slots=True)
+class Reference:
+    image: TruthImage
+    result: int
+    pcs: np.ndarray  # position -> PC (uint64)
+    work_positions: list[int]
+
+    @property
+    def length(self) -> int:
+        return len(self.pcs)
+
+
+def _work_positions(limit: int) -> list[int]:
+    return list(range(WORK_IRQ_FIRST, limit, WORK_IRQ_EVERY))
+
+
+def _drive(machine: Machine, events: list[tuple[int, int]], on_point) -> None:  # type: ignore[no-untyped-def]
+    """Run the timeline: events are (position, 1 = point | 2 = work IRQ), sorted."""
+    position = 0
+    for at, kind in events:
+        if not machine.advance(at - position):
+            break
+        position = at
+        if kind == 2:
+            machine.inject_work_irq()
+        else:
+            on_point(position)
+    while machine.advance(5_000_000):
+        pass
+
+
+def reference(image: TruthImage) -> Reference:
+    """Run once without interrupts (work IRQs and the WARN included); map the timeline."""
+    m = Machine(image, record=True)
+    works = _work_positions(60_000_000)
+    # the work IRQ positions beyond the end never fire; run until done
+    _drive(m, [(w, 2) for w in works], lambda _p: None)
+    assert m.block_addrs is not None
+    addrs = np.array(m.block_addrs, dtype=np.uint64)
+    sizes = np.array(m.block_sizes, dtype=np.int64) // 4
+    # a stop in the middle of a block: that block ran only up to the stop PC
+    for n_blocks, pc in m.stops:
+        i = n_blocks - 1
+        if 0 <= i < len(addrs):
+            # Python ints: uint64 + int64 would silently become float64 in numpy
+            start, n = int(addrs[i]), int(sizes[i])
+            if start <= pc < start + 4 * n:
+                sizes[i] = (pc - start) // 4
+    starts = np.repeat(addrs, sizes)
+    offsets = np.arange(int(sizes.sum()), dtype=np.int64) - np.repeat(
+        np.cumsum(sizes) - sizes, sizes)
+    pcs = starts + (offsets * 4).astype(np.uint64)
+    length = len(pcs)
+    return Reference(image, m.result(), pcs, [w for w in works if w < length])
+
+
+def plan(ref: Reference, *, stride: int | None = None, sample: int | None = None,
+         seed: int = 1) -> list[int]:
+    """Positions to interrupt at (sorted): first execution of every instruction outside the
+    entry code, plus every *stride*-th position or a random *sample* of positions."""
+    image = ref.image
+    idx = ((ref.pcs - np.uint64(image.text_address)) >> np.uint64(2)).astype(np.int64)
+    interruptible = image.classes[idx] != CLASS_INDEX["entry"]
+    _, first = np.unique(ref.pcs, return_index=True)
+    chosen = set(int(p) for p in first if interruptible[p])
+    if stride:
+        chosen.update(int(p) for p in range(stride // 2, ref.length, stride) if interruptible[p])
+    if sample:
+        rng = random.Random(seed)
+        pool = np.flatnonzero(interruptible)
+        chosen = set(rng.sample(sorted(chosen), min(sample // 2, len(chosen))))
+        chosen.update(int(pool[i]) for i in rng.sample(range(len(pool)),
+                                                        min(sample - len(chosen), len(pool))))
+    chosen.discard(0)
+    return sorted(chosen)
+
+
+# -- one point ------------------------------------------------------------------------------
+
+def sign_return_addresses(capture: Capture, mask: int = KERNEL_PAC_MASK,
+                          seed: int = 0) -> dict[str, tuple[int, bytes]]:
+    """The capture's stacks with a fake PAC in every word holding a live return address
+    (never in a ``pt_regs::pc`` slot)."""
+    live = {e for e in capture.shadow if isinstance(e, int)}
+    pc_slots = {e.pt_regs + 256 for e in capture.shadow if isinstance(e, ExceptionMarker)}
+    out = {}
+    for name, (low, data) in capture.stacks.items():
+        words = np.frombuffer(data, dtype="<u8").copy()
+        hits = np.flatnonzero(np.isin(words, np.array(sorted(live), dtype=np.uint64)))
+        for i in hits:
+            address = low + 8 * int(i)
+            if address in pc_slots:
+                continue
+            value = int(words[i])
+            pac = (value * 0x9E3779B97F4A7C15 + address + seed) & 0xFF7F000000000000
+            pac |= 1 << 55  # a kernel pointer keeps bit 55
+            words[i] = (value & ~mask & (1 << 64) - 1) | (pac & mask)
+        out[name] = (low, words.tobytes())
+    return out
+
+
+def capture_snapshot(capture: Capture, image: TruthImage, *, pac: bool = True) -> Snapshot:
+    """A :class:`Snapshot` of a capture, with the truth attached."""
+    stacks = sign_return_addresses(capture) if pac else capture.stacks
+    order = ("task", "irq")
+    bounds = [StackBounds(n, stacks[n][0], stacks[n][0] + THREAD_SIZE) for n in order]
+    task_low = stacks["task"][0]
+    return Snapshot(
+        registers=dict(capture.regs),
+        stacks=bounds,
+        memory=[(low, data) for low, data in (stacks[n] for n in order)],
+        start="caller",
+        pt_regs=PtRegsOffsets(size=PT_REGS_SIZE, stackframe=S_STACKFRAME),
+        final_record=task_low + THREAD_SIZE - PT_REGS_SIZE + S_STACKFRAME,
+        pac_mask=KERNEL_PAC_MASK if pac else 0,
+        image=image.path,
+        truth={"frames": [hex(x) for x in capture.expected()],
+               "interrupted_pc": hex(capture.pc),
+               "class": image.point_class(capture.pc),
+               "context": capture.context,
+               "position": capture.position},
+    )
+
+
+@dataclass(slots=True)
+class ModeResult:
+    exact: bool
+    reliable: bool
+    first_diff: int | None  # index of the first differing frame (None when exact)
+    got: int | None
+    want: int | None
+    reasons: tuple[str, ...]
+
+
+def compare_trace(trace: Trace, expected: list[int]) -> ModeResult:
+    got = trace.pcs
+    exact = got == expected
+    diff = None
+    g = w = None
+    if not exact:
+        diff = next((i for i, (a, b) in enumerate(zip(got, expected, strict=False)) if a != b),
+                    min(len(got), len(expected)))
+        g = got[diff] if diff < len(got) else None
+        w = expected[diff] if diff < len(expected) else None
+    return ModeResult(exact, trace.reliable, diff, g, w, tuple(r.code for r in trace.reasons))
+
+
+def unwind_snapshot(snapshot: Snapshot, mode: Mode) -> Trace:
+    from sfunwind.unwind.arm64 import unwind
+
+    ctx, task, start = unwind_inputs(snapshot)
+    return unwind(ctx, task, start, mode)
+
+
+# -- the whole run ---------------------------------------------------------------------------
+
+@dataclass(slots=True)
+class Cell:
+    points: int = 0
+    exact: int = 0
+    reliable: int = 0
+    reliable_wrong: int = 0
+    examples: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Summary:
+    image: str
+    points: int = 0
+    instructions: int = 0
+    result_ok: bool = False
+    pc_mismatches: int = 0
+    harness_seconds: float = 0.0
+    unwind_seconds: float = 0.0
+    unwinds: int = 0
+    executed_pcs: int = 0
+    interrupted_pcs: int = 0
+    workload_instructions: int = 0
+    cells: dict[tuple[str, str], Cell] = field(default_factory=dict)
+    contexts: Counter = field(default_factory=Counter)
+    sframe_with_rows: int = 0
+    sframe_with_rows_exact: int = 0
+    sframe_with_rows_failures: Counter = field(default_factory=Counter)
+    sframe_without_rows: int = 0
+    sframe_without_rows_right_reason: int = 0
+
+    def cell(self, mode: str, cls: str) -> Cell:
+        return self.cells.setdefault((mode, cls), Cell())
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "image": self.image, "points": self.points, "instructions": self.instructions,
+            "result_ok": self.result_ok, "pc_mismatches": self.pc_mismatches,
+            "harness_seconds": round(self.harness_seconds, 3),
+            "unwind_seconds": round(self.unwind_seconds, 3), "unwinds": self.unwinds,
+            "executed_pcs": self.executed_pcs, "interrupted_pcs": self.interrupted_pcs,
+            "workload_instructions": self.workload_instructions,
+            "contexts": dict(self.contexts),
+            "sframe_targets": {
+                "with_rows": self.sframe_with_rows,
+                "with_rows_exact_reliable": self.sframe_with_rows_exact,
+                "with_rows_failures": dict(self.sframe_with_rows_failures),
+                "without_rows": self.sframe_without_rows,
+                "without_rows_unreliable_no_row": self.sframe_without_rows_right_reason,
+            },
+            "table": [{"mode": m, "class": c, "points": x.points, "exact": x.exact,
+                       "reliable": x.reliable, "reliable_wrong": x.reliable_wrong,
+                       "examples": x.examples}
+                      for (m, c), x in sorted(self.cells.items())],
+        }
+
+
+def run(image_path: str | Path, *, stride: int | None = 100, sample: int | None = None,
+        modes: tuple[Mode, ...] = MODES, pac: bool = True, seed: int = 1,
+        keep: int = 0) -> tuple[Summary, list[Snapshot]]:
+    """Interrupt the image at the planned points and compare every mode with the truth.
+
+    Returns the summary and up to *keep* snapshots of points where some mode was wrong.
+    """
+    image = TruthImage(image_path)
+    t0 = time.perf_counter()
+    ref = reference(image)
+    positions = plan(ref, stride=stride, sample=sample, seed=seed)
+    summary = Summary(image=str(image_path), instructions=ref.length)
+    kept: list[Snapshot] = []
+    table = None
+    from sfunwind.truth.snapshot import _image_and_table
+
+    _img, table = _image_and_table(image.path, None, None)
+    machine = Machine(image)
+    # at a shared position the point comes first (kind 1 sorts before the work IRQ's 2)
+    events = sorted([(w, 2) for w in ref.work_positions] + [(p, 1) for p in positions])
+    unwind_time = 0.0
+
+    def on_point(position: int) -> None:
+        nonlocal unwind_time
+        if machine.pc != int(ref.pcs[position]):
+            summary.pc_mismatches += 1
+            return
+        capture = machine.interrupt(position)
+        t = time.perf_counter()
+        snap = capture_snapshot(capture, image, pac=pac)
+        expected = capture.expected()
+        cls = image.point_class(capture.pc)
+        summary.points += 1
+        summary.contexts[capture.context] += 1
+        boundaries = [e.elr for e in capture.shadow if isinstance(e, ExceptionMarker)]
+        with_rows = table is not None and all(table.find(pc) is not None for pc in boundaries)
+        wrong_any = False
+        for mode in modes:
+            trace = unwind_snapshot(snap, mode)
+            summary.unwinds += 1
+            res = compare_trace(trace, expected)
+            cell = summary.cell(mode.value, cls)
+            cell.points += 1
+            cell.exact += res.exact
+            cell.reliable += res.reliable
+            if res.reliable and not res.exact:
+                cell.reliable_wrong += 1
+            if not res.exact:
+                wrong_any = wrong_any or mode is Mode.SFRAME
+                if len(cell.examples) < 3 and res.reliable:
+                    cell.examples.append(_describe(image, capture, res))
+            if mode is Mode.SFRAME:
+                if with_rows:
+                    summary.sframe_with_rows += 1
+                    if res.exact and res.reliable:
+                        summary.sframe_with_rows_exact += 1
+                    else:
+                        key = ",".join(res.reasons) or "inexact"
+                        summary.sframe_with_rows_failures[f"{cls}: {key}"] += 1
+                else:
+                    summary.sframe_without_rows += 1
+                    if not res.reliable and "sframe-no-row" in res.reasons:
+                        summary.sframe_without_rows_right_reason += 1
+        if wrong_any and len(kept) < keep:
+            kept.append(snap)
+        unwind_time += time.perf_counter() - t
+
+    _drive(machine, events, on_point)
+    total = time.perf_counter() - t0
+    summary.result_ok = machine.done and machine.result() == ref.result
+    if not summary.result_ok:
+        raise HarnessError(f"{image_path}: the interrupted run's result differs from the "
+                           "reference run: the interrupts were not transparent")
+    summary.unwind_seconds = unwind_time
+    summary.harness_seconds = total - unwind_time
+    executed = set(int(x) for x in np.unique(ref.pcs))
+    workload = [s for s in image.workload_functions()]
+    in_workload = {a for s in workload for a in range(s.address, s.address + s.size, 4)}
+    summary.workload_instructions = len(in_workload)
+    summary.executed_pcs = len(executed & in_workload)
+    summary.interrupted_pcs = len(machine.stats.covered & in_workload)
+    return summary, kept
+
+
+def _describe(image: TruthImage, capture: Capture, res: ModeResult) -> str:
+    def f(x: int | None) -> str:
+        return image.format_pc(x) if x is not None else "(end)"
+    return (f"at {image.format_pc(capture.pc)} [{capture.context}]: frame {res.first_diff} "
+            f"is {f(res.got)}, truth {f(res.want)}")
+
+
+def format_table(summary: Summary) -> str:
+    """The per-mode, per-class table (percentages of points)."""
+    lines = [f"image {summary.image}: {summary.points} interruption points "
+             f"({', '.join(f'{k} {v}' for k, v in sorted(summary.contexts.items()))}); "
+             f"timeline {summary.instructions} instructions",
+             f"workload instructions: {summary.workload_instructions} static, "
+             f"{summary.executed_pcs} executed, {summary.interrupted_pcs} interrupted "
+             f"at least once",
+             "",
+             f"{'mode':<10} {'class':<10} {'points':>7} {'exact%':>7} {'reliable%':>9} "
+             f"{'rel+wrong':>9}"]
+    by_mode: dict[str, list[tuple[str, Cell]]] = defaultdict(list)
+    for (mode, cls), cell in summary.cells.items():
+        by_mode[mode].append((cls, cell))
+    for mode in [m.value for m in MODES if m.value in by_mode]:
+        total = Cell()
+        for cls in POINT_CLASSES:
+            cell = next((c for k, c in by_mode[mode] if k == cls), None)
+            if cell is None:
+                continue
+            total.points += cell.points
+            total.exact += cell.exact
+            total.reliable += cell.reliable
+            total.reliable_wrong += cell.reliable_wrong
+            lines.append(_row(mode, cls, cell))
+        lines.append(_row(mode, "ALL", total))
+        for cls, cell in by_mode[mode]:
+            for ex in cell.examples:
+                lines.append(f"    reliable but wrong ({cls}) {ex}")
+        lines.append("")
+    t = summary.to_json()["sframe_targets"]
+    lines.append(f"sframe targets: {t['with_rows_exact_reliable']}/{t['with_rows']} points "
+                 f"with SFrame rows exact and reliable; {t['without_rows_unreliable_no_row']}/"
+                 f"{t['without_rows']} points without rows unreliable (sframe-no-row)")
+    for k, v in sorted(t["with_rows_failures"].items()):
+        lines.append(f"    with rows, not exact+reliable: {k}: {v}")
+    return "\n".join(lines)
+
+
+def _row(mode: str, cls: str, c: Cell) -> str:
+    def pct(x: int) -> str:
+        return f"{100.0 * x / c.points:.1f}" if c.points else "-"
+    return (f"{mode:<10} {cls:<10} {c.points:>7} {pct(c.exact):>7} {pct(c.reliable):>9} "
+            f"{c.reliable_wrong:>9}")
