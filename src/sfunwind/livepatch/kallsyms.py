@@ -81,16 +81,19 @@ class Kallsyms:
 
     def __init__(self, entries: Iterable[tuple[int, str]], *, end: int,
                  object_name: str = "vmlinux") -> None:
-        """*entries*: (address, name) pairs; *end*: the address that closes the last symbol
-        (``_etext`` / ``_end`` for vmlinux, the end of the module's core text)."""
-        pairs = sorted(entries)
+        """*entries*: (address, name) pairs in the order the kernel enumerates them when it
+        counts ``sympos`` (vmlinux: by address; a module: its symbol table order); *end*:
+        the address that closes the last symbol (``_end``/``_etext`` for vmlinux, the end of
+        a module's text)."""
+        given = list(entries)
+        pairs = sorted(given)
         self.object_name = object_name
         self._addresses = [a for a, _ in pairs]
         self._names = [n for _, n in pairs]
         self._end = end
         self._by_name: dict[str, list[int]] = {}
-        for i, n in enumerate(self._names):
-            self._by_name.setdefault(n, []).append(i)
+        for a, n in given:
+            self._by_name.setdefault(n, []).append(a)
         # Distinct addresses, for the "next non-aliased symbol" rule.
         self._distinct = sorted(set(self._addresses))
 
@@ -105,7 +108,7 @@ class Kallsyms:
 
     def positions(self, name: str) -> list[int]:
         """Addresses of every symbol called *name*, in the order ``sympos`` counts them."""
-        return [self._addresses[i] for i in self._by_name.get(name, ())]
+        return list(self._by_name.get(name, ()))
 
     def find(self, name: str, sympos: int = 0) -> KSymbol:
         """``klp_find_object_symbol()``: the *sympos*-th *name* (1-based), or the unique one
@@ -196,4 +199,13 @@ class Kallsyms:
                        if any(lo <= a <= hi for lo, hi in ranges)]
         end_key = "_end" if all_symbols else "_etext"
         end = special.get(end_key) or (max(a for a, _ in entries) if entries else 0)
-        return cls(((a + offset, n) for a, n in entries), end=end + offset)
+        # vmlinux: kallsyms_on_each_match_symbol() visits equal names by address
+        return cls(sorted((a + offset, n) for a, n in entries), end=end + offset)
+
+    @classmethod
+    def from_symbolizer(cls, symbols) -> Kallsyms:  # symbols: sfunwind.kernel.symbols.Symbolizer
+        """The same table from the kernel model's kallsyms-exact :class:`Symbolizer`."""
+        names = symbols.names
+        addresses = symbols.addresses.tolist()
+        return cls(sorted(zip(addresses, (names[i] for i in range(len(addresses))),
+                              strict=True)), end=int(symbols.end))

@@ -68,7 +68,9 @@ def format_comparison(cmp: Comparison) -> str:
     for c in cmp.changes:
         if c.kind == "same" and c.before.switches:
             continue
-        why = c.after.why if c.kind != "same" else c.before.why
+        why = c.after.why
+        if c.kind == "same" and c.before.why != c.after.why:
+            why = f"{c.before.mode.value}: {c.before.why} | {c.after.mode.value}: {c.after.why}"
         rows.append([*_task_cells(c.after), c.before.verdict.label, c.after.verdict.label, f"{c.kind}: {why}"])
     lines = [f"== what the SFrame unwinder changes ({cmp.before.mode.value} -> "
              f"{cmp.after.mode.value}), tasks that block in either mode"]
