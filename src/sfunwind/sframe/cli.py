@@ -37,6 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="the same content as JSON")
     p.add_argument("--file-format", default=None,
                    help="BFD name objdump prints (e.g. elf64-little for a generic objdump)")
+    p.add_argument("--generic-objdump", action="store_true",
+                   help="as a non-native objdump prints it: elf64-little, .o relocations "
+                        "not applied")
     p.set_defaults(func=_dump)
 
     p = group.add_parser("validate", parents=[common], help="consistency checks (exit 1 on problems)",
@@ -58,8 +61,10 @@ def _dump(args: argparse.Namespace) -> int:
         json.dump(dump_json(section), sys.stdout, indent=1)
         sys.stdout.write("\n")
         return ExitCode.OK
+    file_format = args.file_format or ("elf64-little" if args.generic_objdump else None)
     text = dump_text(section, compat=args.objdump_compat, filename=args.file,
-                     file_format=args.file_format, section_name=args.section)
+                     file_format=file_format, section_name=args.section,
+                     relocations=not args.generic_objdump)
     sys.stdout.write(text)
     return ExitCode.OK
 

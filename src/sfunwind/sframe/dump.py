@@ -67,13 +67,15 @@ def _norm_compat(compat: str) -> str:
 
 def dump_text(section: SFrameSection, *, compat: str = "2.47", filename: str | None = None,
               file_format: str | None = None, section_name: str = ".sframe",
-              file_header: bool = True) -> str:
+              file_header: bool = True, relocations: bool = True) -> str:
     """The text ``objdump --sframe`` prints for this section.
 
     With ``file_header`` the output starts like objdump's
     (``\\n<filename>:     file format <bfd>\\n\\n``); ``filename`` defaults to the section's
     path.  ``file_format`` overrides the BFD name (a generic objdump reading an aarch64 file
-    prints ``elf64-little``).
+    prints ``elf64-little``).  ``relocations=False`` shows a ``.o``'s start fields as
+    stored, as an objdump that does not know the target's relocations does (the native
+    x86-64 objdump reading an aarch64 object).
     """
     mode = _norm_compat(compat)
     ver = section.version
@@ -93,7 +95,7 @@ def dump_text(section: SFrameSection, *, compat: str = "2.47", filename: str | N
         return "".join(out)
     out.append("\n  Function Index :\n")
     for i, fde in enumerate(section.fdes):
-        out.append(_fde_text(section, fde, i, mode))
+        out.append(_fde_text(section, fde, i, mode, relocations))
         out.append("\n")
     return "".join(out)
 
@@ -149,16 +151,24 @@ def _header_text(section: SFrameSection, mode: str) -> str:
     return "".join(lines)
 
 
-def _fde_pc(section: SFrameSection, fde: SFrameFDE, mode: str) -> int:
-    if mode == "2.47" or fde.raw_start is None:
+def _fde_pc(section: SFrameSection, fde: SFrameFDE, mode: str, relocations: bool) -> int:
+    if mode == "2.47" and (relocations or fde.unrelocated_start is None):
         return fde.start & _MASK64
-    # 2.40-2.44: int32 start + section address, no PC-relative adjustment.
-    return (section.section_address + _s32(fde.raw_start)) & _MASK64
+    if mode == "2.47":
+        pcrel = fde.offset if section.header.pcrel and fde.offset is not None else 0
+        return (section.section_address + pcrel + fde.unrelocated_start) & _MASK64
+    if fde.raw_start is None:
+        return fde.start & _MASK64
+    # 2.40-2.44: int32 start + section address, no PC-relative adjustment, and (in a .o)
+    # no relocation.
+    raw = fde.unrelocated_start if fde.unrelocated_start is not None else fde.raw_start
+    return (section.section_address + _s32(raw)) & _MASK64
 
 
-def _fde_text(section: SFrameSection, fde: SFrameFDE, idx: int, mode: str) -> str:
+def _fde_text(section: SFrameSection, fde: SFrameFDE, idx: int, mode: str,
+              relocations: bool = True) -> str:
     abi = section.abi
-    pc = _fde_pc(section, fde, mode)
+    pc = _fde_pc(section, fde, mode, relocations)
     s = [f"\n    func idx [{idx}]: pc = 0x{pc:x}, size = {_s32(fde.size)} bytes"]
     if mode == "2.47":
         attrs = ("S" if fde.signal and section.version == VERSION_3 else "") + \

@@ -90,7 +90,7 @@ def _encode_fre(out: bytearray, fre: SFrameFRE, width: int, flex: bool, bo: str,
         if not ok and not (signed_fits(w, ws) or unsigned_fits(w, ws)):
             raise EncodeError(f"FDE {fde_index}: FRE data word {w} does not fit in {ws} bytes")
     out += fre.start.to_bytes(width, bo)
-    out.append(fre.info_byte(ws))
+    out.append(fre.info_byte(ws, flex))
     mask = (1 << (8 * ws)) - 1
     for w in fre.words:
         out += (w & mask).to_bytes(ws, bo)

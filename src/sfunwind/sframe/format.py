@@ -243,15 +243,16 @@ class SFrameFRE:
         ws = self.word_size or 1
         return address_width + 1 + len(self.words) * ws
 
-    def info_byte(self, word_size: int) -> int:
+    def info_byte(self, word_size: int, flex: bool = False) -> int:
         if self.info is not None and (self.info >> 1) & 0xF == len(self.words) and \
                 WORD_CODE_TO_SIZE.get((self.info >> 5) & 3) == word_size:
             return self.info
         if not self.words:
             # gas writes 0x00 exactly for an RA-undefined FRE (keep the mangled bit if asked)
             return fre_info(0, 0, 0, self.mangled_ra)
-        return fre_info(int(self.base_reg), len(self.words), WORD_SIZE_TO_CODE[word_size],
-                        self.mangled_ra)
+        # gas writes base 0 in FLEX FDEs (the CFA register is in the control word).
+        return fre_info(0 if flex else int(self.base_reg), len(self.words),
+                        WORD_SIZE_TO_CODE[word_size], self.mangled_ra)
 
 
 @dataclass(slots=True)
@@ -276,6 +277,9 @@ class SFrameFDE:
     #: Offset of this FDE's data (V3: its attribute record) in the FRE sub-section, as read.
     fre_offset: int | None = None
     raw_start: int | None = None
+    #: In a relocatable file: the start field as stored, before relocation (objdump
+    #: 2.40-2.44 print that).
+    unrelocated_start: int | None = None
     #: Declared FRE count (may disagree with len(fres) only in hand-made invalid data).
     num_fres: int | None = None
     #: Raw info / info2 bytes as read (bits beyond the known fields round-trip).
@@ -327,6 +331,9 @@ class SFrameSection:
     path: str | None = None
     #: The bytes this section was decoded from (None when built).
     data: bytes | None = None
+    #: From a relocatable (.o) file: function starts are offsets in their own text
+    #: sections (relocations applied with every section at 0), so they may coincide.
+    relocatable: bool = False
 
     @property
     def version(self) -> int:
@@ -382,6 +389,7 @@ class SFrameSection:
                               big_endian=abi.big_endian)
         for fde in fdes:
             fde.raw_start = None
+            fde.unrelocated_start = None
             fde.num_fres = None
             fde.offset = None
             fde.info = None

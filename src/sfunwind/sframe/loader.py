@@ -44,15 +44,20 @@ def load(path: str | os.PathLike[str], *, section: str = ".sframe",
             addr = sec.address if section_address is None else section_address
             try:
                 if elf.is_relocatable and relocate and elf.relocations_for(section):
-                    header = decode_header(raw, path=p)
-                    data = elf.apply_relocations(section, raw, pc_relative=header.pcrel)
+                    # Relocated as a linker would (S + A - P for the PC-relative types gas
+                    # uses, also in V1/V2 whose start field is section-relative: objdump
+                    # 2.47 shows exactly that).
+                    data = elf.apply_relocations(section, raw)
                     result = decode(data, section_address=addr, path=p)
                     # Keep the stored (unrelocated) start fields: objdump 2.40-2.44 print them.
                     unrelocated = decode(raw, section_address=addr, path=p)
                     for fde, orig in zip(result.fdes, unrelocated.fdes, strict=True):
-                        fde.raw_start = orig.raw_start
+                        fde.unrelocated_start = orig.raw_start
+                    result.relocatable = True
                     return result
-                return decode(raw, section_address=addr, path=p)
+                result = decode(raw, section_address=addr, path=p)
+                result.relocatable = elf.is_relocatable
+                return result
             except SFrameFormatError as exc:
                 raise _shift(exc, sec.offset, p) from None
         seg = elf.segment(PT_GNU_SFRAME)

@@ -42,6 +42,7 @@ from sfunwind.sframe.format import (
     PREAMBLE_HEADER_SIZE,
     V3_ATTR_SIZE,
     VALID_FLAGS,
+    VERSION_1,
     VERSION_3,
     FDEKind,
     Flag,
@@ -103,7 +104,9 @@ def validate(section: SFrameSection, *, kernel: bool = False) -> list[Problem]:
     # FDE order and overlap.
     fdes = section.fdes
     sorted_flag = bool(flags & Flag.FDE_SORTED) or kernel
-    for i in range(1, len(fdes)):
+    # In a .o every function's start is an offset in its own section: no address checks.
+    check_addresses = not section.relocatable
+    for i in range(1, len(fdes) if check_addresses else 0):
         a, b = fdes[i - 1], fdes[i]
         if sorted_flag and b.start < a.start:
             add(Problem(b.offset, "fde-unsorted",
@@ -112,7 +115,7 @@ def validate(section: SFrameSection, *, kernel: bool = False) -> list[Problem]:
             add(Problem(b.offset, "fde-duplicate",
                         f"FDE {i} starts at {b.start:#x} like FDE {i - 1}"))
     by_start = sorted(range(len(fdes)), key=lambda k: fdes[k].start)
-    for x, y in itertools.pairwise(by_start):
+    for x, y in itertools.pairwise(by_start if check_addresses else []):
         a, b = fdes[x], fdes[y]
         if a.size and b.size and b.start < a.start + a.size and (b.start, b.size) != (a.start, 0):
             add(Problem(b.offset, "fde-overlap",
@@ -149,7 +152,7 @@ def validate(section: SFrameSection, *, kernel: bool = False) -> list[Problem]:
         if kind not in (FDEKind.DEFAULT, FDEKind.FLEX):
             add(Problem(where, "fde-kind", f"FDE {i}: unknown FDE type {kind}"))
             continue
-        if fde.is_pcmask and fde.rep_size == 0:
+        if fde.is_pcmask and fde.rep_size == 0 and ver != VERSION_1:
             add(Problem(where, "rep-size", f"FDE {i}: PCMASK FDE with rep_size 0"))
         prev = None
         for j, fre in enumerate(fde.fres):
@@ -159,7 +162,7 @@ def validate(section: SFrameSection, *, kernel: bool = False) -> list[Problem]:
                                              f"follow {prev:#x}"))
             prev = fre.start
             if fde.is_pcmask:
-                if fde.rep_size and fre.start >= fde.rep_size:
+                if ver != VERSION_1 and fde.rep_size and fre.start >= fde.rep_size:
                     add(Problem(at, "rep-size", f"FDE {i} FRE {j}: start {fre.start:#x} beyond "
                                                 f"rep_size {fde.rep_size}"))
             elif fre.start > fde.size:
