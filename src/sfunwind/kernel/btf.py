@@ -123,26 +123,29 @@ class BTF:
         if len(self._types) % 4:
             raise self._error("type section length is not a multiple of 4", self._types_at)
         words = np.frombuffer(self._types, dtype="<u4")
-        info_list = words.tolist()
-        # record length in words, by kind: (fixed words, words per vlen item)
-        extra = {k: (3 + f // 4, p // 4) for k, (f, p) in _EXTRA.items()}
+        info_words = words.tolist()
+        # record length in words, by kind: fixed words + words per vlen item; an unknown
+        # kind gets a length that overshoots the end, caught after the loop
+        fixed = [1 << 40] * 32
+        per = [0] * 32
+        for k, (f, p) in _EXTRA.items():
+            fixed[k], per[k] = 3 + f // 4, p // 4
         starts: list[int] = []
         append = starts.append
-        w, end = 0, len(info_list)
+        w, end = 0, len(info_words) - 2
         while w < end:
-            if w + 3 > end:
-                raise self._error(f"type {len(starts) + 1} header truncated",
-                                  self._types_at + 4 * w)
-            inf = info_list[w + 1]
-            shape = extra.get((inf >> 24) & 0x1F)
-            if shape is None:
-                raise self._error(f"type {len(starts) + 1} has unknown kind "
-                                  f"{(inf >> 24) & 0x1F}", self._types_at + 4 * w)
+            inf = info_words[w + 1]
+            kind = (inf >> 24) & 0x1F
             append(w)
-            w += shape[0] + shape[1] * (inf & 0xFFFF)
-        if w != end:
+            w += fixed[kind] + per[kind] * (inf & 0xFFFF)
+        if w != len(info_words):
+            last = starts[-1] if starts else 0
+            kind = (info_words[last + 1] >> 24) & 0x1F if last + 1 < len(info_words) else 0
+            if fixed[kind] == 1 << 40:
+                raise self._error(f"type {len(starts)} has unknown kind {kind}",
+                                  self._types_at + 4 * last)
             raise self._error(f"type {len(starts)} runs past the type section",
-                              self._types_at + 4 * w)
+                              self._types_at + 4 * last)
         idx = np.asarray(starts, dtype=np.int64)
         self.count = len(starts) + 1  # including void (id 0)
         self._starts = np.concatenate(([-12], idx * 4))

@@ -327,14 +327,15 @@ class _LazyNames(Sequence[str]):
     """Symbol names as offsets into a string table, decoded when asked for.
 
     Decoding all ~150k vmlinux names costs more than everything else at open time, and a
-    trace needs a few dozen of them.  ``find(name)`` searches the string table itself (it is
-    tail-merged: a name may start in the middle of a longer one).
+    trace needs a few dozen of them.  The string table is tail-merged (a name may start in
+    the middle of a longer one), so names are cut at the next NUL from their own offset.
     """
 
     def __init__(self, strtab: bytes, offsets: np.ndarray) -> None:
         self.strtab = strtab
         self.offsets = offsets
         self._cache: dict[int, str] = {}
+        self._index: dict[bytes, int] | None = None
 
     def __len__(self) -> int:
         return len(self.offsets)
@@ -353,17 +354,19 @@ class _LazyNames(Sequence[str]):
         return name
 
     def find(self, name: str) -> int | None:
-        """Index of the first symbol called *name*, or None."""
-        needle = name.encode() + b"\0"
-        hits = []
-        pos = self.strtab.find(needle)
-        while pos >= 0:
-            hits.append(pos)
-            pos = self.strtab.find(needle, pos + 1)
-        if not hits:
-            return None
-        found = np.flatnonzero(np.isin(self.offsets, hits))
-        return int(found[0]) if len(found) else None
+        """Index of the first symbol (in kallsyms order) called *name*, or None."""
+        if self._index is None:
+            # one pass: every name ends at the next NUL; slicing ~150k names into a dict
+            # costs about what two linear searches of the 4 MB string table cost
+            table = np.frombuffer(self.strtab, dtype=np.uint8)
+            nuls = np.flatnonzero(table == 0)
+            ends = nuls[np.minimum(np.searchsorted(nuls, self.offsets), len(nuls) - 1)]
+            strtab = self.strtab
+            index: dict[bytes, int] = {}
+            for i, (a, b) in enumerate(zip(self.offsets.tolist(), ends.tolist(), strict=True)):
+                index.setdefault(strtab[a:b], i)
+            self._index = index
+        return self._index.get(name.encode())
 
 
 _PREFIXES = (b"$", b".L", b"__efistub_", b"__pi_$", b"__pi_.L", b"__kvm_nvhe_$",
@@ -386,26 +389,32 @@ def _ignored_by_prefix(strtab: bytes, offsets: np.ndarray) -> np.ndarray:
     shifted = np.stack([np.frombuffer(blob, dtype="<u8", count=n_words, offset=r)
                         for r in range(8)])
     rows, cols = offsets % 8, offsets // 8
-    words = [shifted[rows, cols + j] for j in range(_PREFIX_WORDS)]
-    bad = np.zeros(len(offsets), dtype=bool)
+    first = shifted[rows, cols]
+    # every ignored prefix starts with one of these bytes: gather the rest only for those
+    lead = (first & np.uint64(0xFF)).astype(np.uint8)
+    cand = np.flatnonzero(np.isin(lead, np.frombuffer(b"$._Lk", dtype=np.uint8)))
+    words = [first[cand]] + [shifted[rows[cand], cols[cand] + j]
+                             for j in range(1, _PREFIX_WORDS)]
+    hit = np.zeros(len(cand), dtype=bool)
     for prefix in _PREFIXES + tuple(n.encode() + b"\0" for n in sorted(_KALLSYMS_OWN)):
-        match = np.ones(len(offsets), dtype=bool)
+        match = np.ones(len(cand), dtype=bool)
         for j in range(0, len(prefix), 8):
             chunk = prefix[j:j + 8]
             value = int.from_bytes(chunk, "little")
             mask = (1 << (8 * len(chunk))) - 1
             match &= (words[j // 8] & np.uint64(mask)) == np.uint64(value)
-        bad |= match
+        hit |= match
+    bad = np.zeros(len(offsets), dtype=bool)
+    bad[cand[hit]] = True
     # ld/lld veneers ("__<alnum>*Thunk_"): only strings that contain "Thunk_" are decoded
-    sorted_offs = np.unique(offsets)
     pos = strtab.find(b"Thunk_")
     while pos >= 0:
         start = strtab.rfind(b"\0", 0, pos) + 1
-        lo, hi = np.searchsorted(sorted_offs, [start, pos])
-        for off in sorted_offs[lo:hi].tolist():
+        for i in np.flatnonzero((offsets >= start) & (offsets < pos)).tolist():
+            off = int(offsets[i])
             name = strtab[off:strtab.find(b"\0", off)].decode("utf-8", errors="replace")
             if _IGNORED.search(name):
-                bad |= offsets == off
+                bad[i] = True
         pos = strtab.find(b"Thunk_", pos + 1)
     return bad
 
@@ -414,7 +423,7 @@ def _kallsyms_order(values: np.ndarray, name_offs: np.ndarray, weak: np.ndarray,
                     strtab: bytes) -> np.ndarray:
     """Indices in the order kallsyms lists symbols (see module docstring).  Names are only
     decoded for symbols that share an address with another."""
-    order = np.argsort(values, kind="stable")
+    order = np.argsort(values)  # ties are fully ordered below, stability is not needed
     sv = values[order]
     same = np.flatnonzero(sv[1:] == sv[:-1])
     if len(same) == 0:
