@@ -228,6 +228,7 @@ class UnwindContext:
     return_to_handler: tuple[int, int] | None = None
     kretprobe_trampoline: tuple[int, int] | None = None
     is_return_site: Callable[[int], bool] | None = None
+    check_frame_shape: bool = True
     cache_pages: bool = True
     _pages: dict[int, bytes | MemoryFault] = field(default_factory=dict, repr=False)
 
@@ -290,6 +291,9 @@ class _State:
     kr_cur: int = 0
     found_on: str | None = None  # the stack of the object that produced pc
     unreliable: list[UnwindError] = field(default_factory=list)  # set by a fallback step
+    # (stack, CFA) of the function whose frame record fp points at, from its CFI at the
+    # call it is suspended in; its caller's record must lie at or above that CFA
+    frame_cfa: tuple[str, int] | None = None
 
 
 _UNKNOWN = StackInfo("unknown", 0, 0)
@@ -306,6 +310,8 @@ class _Walker:
         self.task = task
         self.mode = mode
         self.events: list[Event] = []
+        # the CFI frame-shape check strengthens the sframe verdict (see note_frame_cfa)
+        self.check_shape = mode is Mode.SFRAME and ctx.check_frame_shape
 
     # -- stacks (common.h) -------------------------------------------------------------
 
@@ -357,13 +363,57 @@ class _Walker:
                               f"what was already unwound", fp)
         new_fp = self.read(fp)
         new_pc = self.read(fp + 8)
+        name = self.stack_name(st, which)
+        if st.frame_cfa is not None:
+            self.check_caller_record(st, name, fp, new_fp, new_pc)
         if not new_fp and not new_pc:
             # nothing consumed yet: a meta record is 24 bytes
             return self.next_frame_record_meta(st)
-        name = self.stack_name(st, which)
         self.consume_stack(st, which, fp, FRAME_RECORD_SIZE)
         st.fp, st.pc, st.source, st.found_on = new_fp, new_pc, Source.FRAME, name
         return None
+
+    # -- frame-shape verification (sframe mode; verdict only, the walk is unchanged) -----
+
+    def note_frame_cfa(self, st: _State) -> None:
+        """pc is a return address into function C and fp is C's frame record: C's CFI row at
+        the call instruction (pc - 4) says where C's CFA is relative to that record."""
+        st.frame_cfa = None
+        find_row = self.ctx.find_row
+        if find_row is None or not self.check_shape or st.source is Source.REGS_PC:
+            return
+        row = find_row(st.pc - 4)
+        if row is None:
+            return  # no CFI for C (entry asm): nothing to verify
+        fp_rule, ra_rule = row.fp, row.ra
+        # invariant: a function suspended in a call has saved {x29, x30} as a frame record
+        if (row.outermost or fp_rule.kind is not RuleKind.CFA_OFFSET_DEREF
+                or ra_rule.kind is not RuleKind.CFA_OFFSET_DEREF
+                or ra_rule.offset != fp_rule.offset + 8):
+            st.unreliable.append(UnwindError(
+                "frame-shape", f"return address {st.pc:#x}: the CFI at the call ({row.describe()}) "
+                "has no saved frame record", st.pc))
+            return
+        st.frame_cfa = ("", (st.fp - fp_rule.offset) & _MASK64)
+
+    def check_caller_record(self, st: _State, name: str, fp: int, new_fp: int,
+                            new_pc: int) -> None:
+        """The record at fp belongs to the function noted by :meth:`note_frame_cfa`."""
+        _, cfa = st.frame_cfa  # type: ignore[misc]
+        st.frame_cfa = None
+        info = st.stack if st.stack.on_stack(fp, FRAME_RECORD_SIZE) else None
+        high = info.high if info is not None else max(
+            (s.high for s in st.stacks if s.on_stack(fp, FRAME_RECORD_SIZE)), default=0)
+        if not new_fp and not new_pc:
+            problem = "is a metadata record, which only entry code points at"
+        elif cfa > high:
+            problem = f"gives a CFA {cfa:#x} beyond the end of its stack ({high:#x})"
+        elif new_fp and fp < new_fp < cfa:
+            problem = f"links to {new_fp:#x}, below that function's CFA {cfa:#x}"
+        else:
+            return
+        st.unreliable.append(UnwindError(
+            "frame-shape", f"frame record {fp:#x} {problem}", fp))
 
     def next_frame_record_meta(self, st: _State) -> None:
         """A zero record: FINAL ends the walk (only at the task's own), PT_REGS enters."""
@@ -548,6 +598,7 @@ class _Walker:
         st.raw_pc = st.pc
         st.pc = self.ctx.strip_pac(st.pc)
         self.recover_return_address(st)
+        self.note_frame_cfa(st)
 
 
 # --------------------------------------------------------------------------------------
@@ -579,6 +630,7 @@ def unwind(ctx: UnwindContext, task: TaskStacks, start: Start, mode: Mode = Mode
     seen_events = 0
     try:
         walker.recover_return_address(st)
+        walker.note_frame_cfa(st)
         while True:
             frame = Frame(pc=st.pc, source=st.source, raw_pc=st.raw_pc, fp=st.fp,
                           stack=st.found_on, fgraph=st.fgraph, kretprobe=st.kretprobe)
@@ -602,6 +654,10 @@ def unwind(ctx: UnwindContext, task: TaskStacks, start: Start, mode: Mode = Mode
     for event in walker.events[seen_events:]:
         if event.index < 0:
             event.index = len(frames)
+    if mode is not Mode.SFRAME_V6:
+        # findings of the last step (it ended the walk before another frame was consumed)
+        for exc in st.unreliable:
+            reasons.append(Reason(exc.code, exc.message, len(frames) - 1, exc.address))
     _symbolize(ctx, frames)
 
     # -- the verdict --------------------------------------------------------------------

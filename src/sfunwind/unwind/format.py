@@ -65,7 +65,7 @@ def reliability_table(rows: Iterable[tuple[str, Trace, Trace]]) -> str:
 
     *rows* are ``(label, upstream_trace, sframe_trace)``.
     """
-    out = [f"{'task':<28} {'upstream':<10} {'sframe':<10} reasons (sframe; upstream)"]
+    out = [f"{'task':<28} {'upstream':<10} {'sframe':<10} reasons"]
     n = up_ok = sf_ok = 0
     for label, up, sf in rows:
         n += 1
@@ -73,7 +73,8 @@ def reliability_table(rows: Iterable[tuple[str, Trace, Trace]]) -> str:
         sf_ok += sf.reliable
         why = ", ".join(sorted({r.code for r in sf.reasons}))
         why_up = ", ".join(sorted({r.code for r in up.reasons}))
-        reasons = "; ".join(x for x in (why, why_up) if x) if (why or why_up) else ""
+        reasons = " | ".join(f"{mode}: {why}" for mode, why in (("sframe", why),
+                                                                  ("upstream", why_up)) if why)
         out.append(f"{label:<28} {'yes' if up.reliable else 'no':<10} "
                    f"{'yes' if sf.reliable else 'no':<10} {reasons}")
     out.append(f"{'total ' + str(n):<28} {up_ok:<10} {sf_ok:<10}")

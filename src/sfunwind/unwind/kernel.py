@@ -55,32 +55,20 @@ def sframe_rows(program, *, sframe_path: str | Path | None = None,
     SFrame can be had (then the ``sframe`` modes fall back as without CONFIG SFrame)."""
     from sfunwind.sframe import SFrameTable, load
 
-    section = None
     if sframe_path is not None:
-        section = load(sframe_path)
+        table = SFrameTable(load(sframe_path))
     else:
         vmlinux = _vmlinux_path(program)
         if vmlinux is None:
             return None
         from sfunwind.memory.files import materialize
 
-        real = materialize(vmlinux)
         try:
-            section = load(real)
+            table = SFrameTable(load(materialize(vmlinux)))  # the vmlinux's own .sframe
         except SfunwindError:
-            section = None
-        if section is None:
-            try:
-                from sfunwind.cfi import kernel_sframe  # type: ignore[attr-defined]
-            except ImportError:
-                return None
-            section = kernel_sframe(real, cache_dir=cache_dir)
-    if section is None:
-        return None
-    if isinstance(section, (bytes, bytearray, memoryview)):
-        table = SFrameTable.from_bytes(section)
-    else:
-        table = SFrameTable(section)
+            from sfunwind.cfi import kernel_sframe_table
+
+            table = kernel_sframe_table(vmlinux, cache_dir)  # from .debug_frame, cached
     offset = program.kaslr_offset
     if not offset:
         return table.find
