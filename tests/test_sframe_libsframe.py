@@ -36,7 +36,7 @@ from sfunwind.sframe.lookup import CFA_KINDS, RULE_KINDS
 from toolchain import Sid
 
 ORACLE_SRC = Path(__file__).parent.parent / "tools" / "libsframe_oracle.c"
-SP_FP = {"a64": (31, 29), "x64": (7, 6)}
+SP_FP = {"a64": (31, 29), "a64be": (31, 29), "x64": (7, 6)}
 
 
 def _reference(fx: Fixture) -> Oracle:

@@ -61,11 +61,17 @@ CHROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 WORK_NAME = "sframe-corpus"
 COMPRESS_ABOVE = 32 * 1024
 
-ARCHES = ("a64", "x64")
-GCC = {"a64": "aarch64-linux-gnu-gcc", "x64": "gcc"}
-AS = {"a64": "aarch64-linux-gnu-as", "x64": "as"}
-LD = {"a64": "aarch64-linux-gnu-ld", "x64": "ld"}
-OBJDUMP = {"a64": "aarch64-linux-gnu-objdump", "x64": "objdump"}
+#: a64 = AArch64 little-endian, a64be = AArch64 big-endian (SFrame ABI 1, the whole section
+#: big-endian; same sources, gcc -mbig-endian, as/ld -EB), x64 = x86-64
+ARCHES = ("a64", "a64be", "x64")
+GCC = {"a64": "aarch64-linux-gnu-gcc", "a64be": "aarch64-linux-gnu-gcc -mbig-endian",
+       "x64": "gcc"}
+AS = {"a64": "aarch64-linux-gnu-as", "a64be": "aarch64-linux-gnu-as -EB", "x64": "as"}
+LD = {"a64": "aarch64-linux-gnu-ld", "a64be": "aarch64-linux-gnu-ld -EB", "x64": "ld"}
+OBJDUMP = {"a64": "aarch64-linux-gnu-objdump", "a64be": "aarch64-linux-gnu-objdump",
+           "x64": "objdump"}
+#: hand-written sources per arch (a64be shares the AArch64 ones)
+ASM_SRC = {"a64": "a64", "a64be": "a64", "x64": "x64"}
 COPY_FLAGS = "-O2 -ffreestanding -fno-stack-protector"
 #: C variants of mini.c: name suffix -> extra gcc flags
 VARIANTS = {
@@ -73,6 +79,10 @@ VARIANTS = {
         "": "",
         "-fp": "-fno-omit-frame-pointer -mno-omit-leaf-frame-pointer",
         "-pac": "-mbranch-protection=pac-ret",
+        "-pacb": "-mbranch-protection=pac-ret+leaf+b-key",
+    },
+    "a64be": {
+        "": "",
         "-pacb": "-mbranch-protection=pac-ret+leaf+b-key",
     },
     "x64": {
@@ -170,9 +180,10 @@ def generate_assembly(sid: Toolchain) -> Path:
     for arch in ARCHES:
         for suffix, flags in VARIANTS[arch].items():
             sid.run(f"{GCC[arch]} {COPY_FLAGS} {flags} -S mini.c -o mini-{arch}{suffix}.s", gen)
-        sid.run(f"{GCC[arch]} -O2 -S pie.c -o pie-{arch}.s", gen)
+        if arch != "a64be":  # no big-endian glibc
+            sid.run(f"{GCC[arch]} -O2 -S pie.c -o pie-{arch}.s", gen)
         for stem in ("start", "asm", "big"):
-            sid.run(f"{GCC[arch]} -E -P {stem}-{arch}.S -o {stem}-{arch}.s", gen)
+            sid.run(f"{GCC[arch]} -E -P {stem}-{ASM_SRC[arch]}.S -o {stem}-{arch}.s", gen)
     return gen
 
 
@@ -198,7 +209,7 @@ def build(tc: Toolchain, gen: Path) -> dict[str, Path]:
             tc.run(f"{LD[arch]} {LINK_STATIC} -o {name} start-{arch}.o {name}.o asm-{arch}.o", work)
             out[name] = work / name
         name = f"mini-{arch}-pie"
-        page = " -z max-page-size=4096" if arch == "a64" else ""  # not 64 KiB of padding
+        page = " -z max-page-size=4096" if arch != "x64" else ""  # not 64 KiB of padding
         tc.run(f"{LD[arch]} {LINK_PIE}{page} -o {name} start-{arch}.o mini-{arch}.o asm-{arch}.o", work)
         out[name] = work / name
         tc.run(f"{LD[arch]} {LINK_STATIC} -o big-{arch} big-{arch}.o", work)
@@ -214,14 +225,14 @@ def build(tc: Toolchain, gen: Path) -> dict[str, Path]:
 
 
 def arch_of(name: str) -> str:
-    return "a64" if "-a64" in name else "x64"
+    return "a64be" if "-a64be" in name else "a64" if "-a64" in name else "x64"
 
 
 def objdumps(tcs: list[Toolchain], name: str, data: bytes) -> dict[str, tuple[bytes, bytes | None]]:
     """objdump --sframe of every binutils version: label -> (stdout, err-record or None)."""
     arch = arch_of(name)
     runs = [(tc.binutils, tc, OBJDUMP[arch]) for tc in tcs]
-    if arch == "a64" and name.endswith(".o"):
+    if arch != "x64" and name.endswith(".o"):
         runs.append(("2.47-generic", tcs[0], "objdump"))
     result = {}
     for label, tc, tool in runs:
