@@ -43,11 +43,6 @@ class CheckReport:
     pcs_compared: int = 0
 
 
-def _norm(row: UnwindRow, arch: Arch) -> UnwindRow:
-    """What SFrame can say about a CFI row (FP/RA rules SFrame has no cell for -> kept)."""
-    return row
-
-
 def _fields(c: UnwindRow, s: UnwindRow, arch: Arch) -> tuple[str, ...]:
     out = []
     if c.outermost or s.outermost:

@@ -110,4 +110,8 @@ def dump_frames(frames: FrameSection, arch: Arch, *, pc: int | None = None) -> I
         referenced = set()
         rows = evaluate_fde(frames, i, arch, referenced=referenced)
         yield from _table(rows, _order(referenced, cie), cie, arch, width)
+    if frames.terminator is not None and pc is None:
+        yield ""
+        yield f"{frames.terminator:08x} ZERO terminator"
+        yield ""
     yield ""

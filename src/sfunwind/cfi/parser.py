@@ -150,6 +150,7 @@ class FrameSection:
     fde_ins_start: list[int]
     fde_ins_end: list[int]
     fde_lsda: dict[int, int]  # FDE index -> LSDA address (only FDEs that have one)
+    terminator: int | None = None  # offset of the .eh_frame zero terminator, if any
 
     def __len__(self) -> int:
         return len(self.fde_offsets)
@@ -380,6 +381,7 @@ def parse_frame_section(data: bytes, *, eh_frame: bool, address: int = 0,
     cie_id_64 = 0 if eh_frame else 0xFFFFFFFFFFFFFFFF
     pos = 0
     records = 0
+    terminator = None
     while pos < size:
         records += 1
         if records > MAX_RECORDS:
@@ -402,6 +404,7 @@ def parse_frame_section(data: bytes, *, eh_frame: bool, address: int = 0,
             raise ctx.error(f"reserved record length {length:#x}", offset)
         if length == 0:
             if eh_frame:
+                terminator = offset
                 break  # the terminator
             pos = offset + 4  # an empty record: skip (readelf does the same)
             continue
@@ -472,7 +475,7 @@ def parse_frame_section(data: bytes, *, eh_frame: bool, address: int = 0,
         fde_ins_end.append(end)
     return FrameSection(name, data, address, eh_frame, big_endian, address_size, cies,
                         fde_offsets, fde_cie, fde_pc_begin, fde_pc_range, fde_ins_start,
-                        fde_ins_end, fde_lsda)
+                        fde_ins_end, fde_lsda, terminator)
 
 
 @dataclass(slots=True)
