@@ -44,3 +44,57 @@ def symbols():
 
 def hexint(value: str | None) -> int | None:
     return None if value is None else int(value, 16)
+
+
+def write_core(path: Path, notes: bytes, pages: dict[int, bytes], page_size: int = 4096) -> None:
+    """An aarch64 ELF core with one PT_NOTE (*notes*, raw) and one PT_LOAD per run of
+    consecutive physical pages (*pages*: page frame number -> page_size bytes)."""
+    import struct
+
+    runs: list[tuple[int, bytearray]] = []
+    for pfn in sorted(pages):
+        if runs and runs[-1][0] + len(runs[-1][1]) // page_size == pfn:
+            runs[-1][1].extend(pages[pfn])
+        else:
+            runs.append((pfn, bytearray(pages[pfn])))
+    phnum = 1 + len(runs)
+    data_at = 64 + 56 * phnum
+    note_at = data_at
+    load_at = note_at + len(notes)
+    load_at += -load_at % page_size
+    phdrs = [struct.pack("<IIQQQQQQ", 4, 0, note_at, 0, 0, len(notes), len(notes), 4)]
+    offset = load_at
+    for pfn, blob in runs:
+        pa = pfn * page_size
+        phdrs.append(struct.pack("<IIQQQQQQ", 1, 7, offset, pa, pa, len(blob), len(blob), 0))
+        offset += len(blob)
+    ehdr = struct.pack("<16sHHIQQQIHHHHHH", b"\x7fELF\x02\x01\x01" + b"\0" * 9, 4, 183, 1, 0,
+                       64, 0, 0, 64, 56, phnum, 64, 0, 0)
+    with open(path, "wb") as f:
+        f.write(ehdr + b"".join(phdrs))
+        f.write(notes)
+        f.write(b"\0" * (load_at - note_at - len(notes)))
+        for _, blob in runs:
+            f.write(blob)
+
+
+def core_pages(core) -> dict[int, bytes]:
+    """Every page of an ElfCore, by page frame number."""
+    out = {}
+    for seg in core.segments:
+        for off in range(0, seg.size, 4096):
+            out[(seg.paddr + off) // 4096] = core.read_physical(seg.paddr + off, 4096)
+    return out
+
+
+def core_notes(core) -> bytes:
+    """The raw bytes of the core's PT_NOTE segment."""
+    import struct
+
+    out = bytearray()
+    for note in core.notes:
+        name = note.name.encode() + b"\0"
+        out += struct.pack("<III", len(name), len(note.desc), note.type)
+        out += name + b"\0" * (-len(name) % 4)
+        out += note.desc + b"\0" * (-len(note.desc) % 4)
+    return bytes(out)

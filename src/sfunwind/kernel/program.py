@@ -434,7 +434,11 @@ class KernelProgram:
             kaslr = info.kernel_offset
             tr = Arm64Translation(info)
             mem = KernelAddressSpace(core, tr)
-            symbols = Symbolizer.from_kallsyms(mem, info, kaslr_offset=kaslr)
+            try:
+                symbols = Symbolizer.from_kallsyms(mem, info, kaslr_offset=kaslr)
+            except MemoryFault as fault:
+                raise MemoryFault(fault.address, "the kallsyms tables are not in the dump "
+                                  "(pass the vmlinux with -s)", physical=fault.physical) from None
             start, stop = symbols.get("__start_BTF"), symbols.get("__stop_BTF")
             if start is None or stop is None or not 0 < stop - start < 1 << 28:
                 raise UsageError("no vmlinux given and no BTF in the dump's kallsyms")

@@ -134,7 +134,9 @@ class Symbolizer:
         sections = headers["__sections__"]["list"]
         alloc = np.zeros(0x10000, dtype=bool)
         for sec in sections:
-            alloc[sec["index"]] = bool(sec["flags"] & SHF_ALLOC)
+            # a section with an address is loaded in the running kernel even where a debug
+            # file lost SHF_ALLOC (objcopy --set-section-flags .BTF=contents,readonly)
+            alloc[sec["index"]] = bool(sec["flags"] & SHF_ALLOC) or sec["addr"] != 0
         stype = syms["info"] & 0xF
         bind = syms["info"] >> 4
         shndx = syms["shndx"]
