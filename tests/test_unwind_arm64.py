@@ -480,3 +480,67 @@ def test_336_byte_pt_regs_layout():
     stacks = TaskStacks.for_task_stack(task.low, task.high, layout)
     ctx = ctx_for(task, pt_regs=layout)
     assert unwind(ctx, stacks, start_from_task(fn(0), r), Mode.UPSTREAM).reliable
+
+
+# -- verdict strengtheners: return sites and the CFI frame shape ------------------------------
+
+def test_return_site_table(tmp_path):
+    from sfunwind.unwind.returnsites import ReturnSites
+
+    words = [0xD503201F,  # nop
+             0x94000010,  # bl
+             0xD63F0020,  # blr x1
+             0xD63F083F,  # blraaz x1
+             0xD73F0821,  # blraa x1, x1
+             0xD65F03C0]  # ret
+    code = b"".join(w.to_bytes(4, "little") for w in words)
+    table = ReturnSites.from_code([(".text", TEXT, code)], build_id="ab")
+    assert [table(TEXT + 4 * i) for i in range(6)] == [False, False, True, True, True, True]
+    assert not table(TEXT + 9) and not table(TEXT - 4) and not table(TEXT + 0x1000)
+    path = tmp_path / "t.rsites"
+    table.save(path)
+    again = ReturnSites.load(path)
+    assert again.build_id == "ab"
+    assert [again(TEXT + 4 * i) for i in range(6)] == [table(TEXT + 4 * i) for i in range(6)]
+    assert again.relocated(0x1000)(TEXT + 0x1008)
+    path.write_bytes(b"junk")
+    from sfunwind.errors import FormatError
+    with pytest.raises(FormatError):
+        ReturnSites.load(path)
+
+
+def test_not_a_return_site_is_unreliable():
+    stack, task, start = sleeping_task(3)
+    ctx = ctx_for(stack)
+    ctx.is_return_site = lambda pc: (pc & 0xFF) == 0x10
+    trace = unwind(ctx, task, start, Mode.SFRAME)
+    assert trace.reliable  # f1..f3 + 0x10 are return sites; (T) is not checked
+    ctx.is_return_site = lambda pc: pc != fn(2) + 0x10
+    trace = unwind(ctx, task, start, Mode.UPSTREAM)
+    assert [(r.code, r.index) for r in trace.reasons] == [("not-return-site", 2)]
+
+
+def test_frame_shape_caller_record_below_its_cfa():
+    """A return address whose function's CFI puts its CFA above the next record: the chain
+    skipped into the middle of that frame (a corrupted fp)."""
+    stack, task, start = sleeping_task(3)
+    body = sp_row(0x40, -0x40, -0x38)  # a 64-byte frame with its record at the bottom
+    # f3's caller record is the FINAL one: f3 plays the entry asm (ret_from_fork), no CFI
+    rows = {fn(i) + 0x10 - 4: body for i in (1, 2)}
+    rows[start.pc - 4] = body
+    ctx = ctx_for(stack, rows=rows)
+    # the records of sleeping_task are 0x40 apart: consistent
+    assert unwind(ctx, task, start, Mode.SFRAME).reliable
+    # the same frames claiming 0x80 bytes each: every caller record lies inside the frame
+    big = sp_row(0x80, -0x80, -0x78)
+    ctx = ctx_for(stack, rows={k: big for k in rows})
+    trace = unwind(ctx, task, start, Mode.SFRAME)
+    assert {r.code for r in trace.reasons} == {"frame-shape"}
+    assert unwind(ctx, task, start, Mode.UPSTREAM).reliable  # upstream has no such check
+
+
+def test_frame_shape_return_into_code_without_a_saved_record():
+    stack, task, start = sleeping_task(2)
+    rows = {fn(1) + 0x10 - 4: sp_row(0, None, None)}  # "RA still in LR" at a call: impossible
+    trace = unwind(ctx_for(stack, rows=rows), task, start, Mode.SFRAME)
+    assert [r.code for r in trace.reasons] == ["frame-shape"]

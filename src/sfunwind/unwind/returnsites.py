@@ -41,8 +41,8 @@ def call_mask(words: np.ndarray) -> np.ndarray:
     w = words.astype(np.uint32, copy=False)
     bl = (w & 0xFC000000) == 0x94000000
     blr = (w & 0xFFFFFC1F) == 0xD63F0000
-    blraz = (w & 0xFFFFFBFF) == 0xD63F081F  # BLRAAZ / BLRABZ
-    blra = (w & 0xFFFFFB00) == 0xD73F0800  # BLRAA / BLRAB
+    blraz = (w & 0xFFFFF81F) == 0xD63F081F  # BLRAAZ / BLRABZ Xn
+    blra = (w & 0xFFFFF800) == 0xD73F0800  # BLRAA / BLRAB Xn, Xm
     return bl | blr | blraz | blra
 
 
