@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 FIX = ROOT / "tests" / "data" / "linux-7.2.13-cloud-arm64"
 VMCORE = FIX / "nokaslr" / "nested-irq.vmcore.xz"
 VMLINUX = FIX / "vmlinux.debug.xz"
+RSITES = ROOT / "tests" / "data" / "unwind" / "linux-7.2.13-cloud-arm64.rsites"
 
 
 def banner(text: str) -> None:
@@ -39,10 +40,11 @@ def banner(text: str) -> None:
 def run() -> int:
     for mode in ("upstream", "sframe"):
         banner(f"$ sfunwind kernel trace {VMCORE.relative_to(ROOT)} -s "
-               f"{VMLINUX.relative_to(ROOT)} --cpu 1 --mode {mode}")
+               f"{VMLINUX.relative_to(ROOT)} --cpu 1 --mode {mode} --return-sites "
+               f"{RSITES.relative_to(ROOT)}")
         t0 = time.perf_counter()
         rc = main(["kernel", "trace", str(VMCORE), "-s", str(VMLINUX), "--cpu", "1",
-                   "--mode", mode])
+                   "--mode", mode, "--return-sites", str(RSITES)])
         note = "; the first sframe run converts .debug_frame and caches it" \
             if mode == "sframe" else ""
         print(f"({time.perf_counter() - t0:.2f} s{note})", flush=True)
@@ -50,8 +52,8 @@ def run() -> int:
             return rc
     banner("every task of the dump: reliable in upstream vs sframe, and why not")
     prog = k.open_program(VMCORE, VMLINUX)
-    up_ctx = k.context_for(prog, need_rows=False)
-    sf_ctx = k.context_for(prog)
+    up_ctx = k.context_for(prog, need_rows=False, return_sites_path=RSITES)
+    sf_ctx = k.context_for(prog, return_sites_path=RSITES)
     rows = [(f"{t.pid} {t.comm}", k.trace_task(prog, t, Mode.UPSTREAM, ctx=up_ctx),
              k.trace_task(prog, t, Mode.SFRAME, ctx=sf_ctx)) for t in prog.threads()]
     table = reliability_table(rows)

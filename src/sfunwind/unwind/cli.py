@@ -47,6 +47,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         ".debug_frame)")
     p.add_argument("--snapshot", metavar="FILE", help="a truth-harness snapshot to unwind")
     p.add_argument("--cache-dir", metavar="DIR", help="where converted SFrame is cached")
+    p.add_argument("--return-sites", metavar="FILE",
+                   help="return-site table (python -m sfunwind.unwind.returnsites); made "
+                        "from the vmlinux when it has code")
     p.add_argument("--max-entries", type=int, default=100,
                    help="livepatch's buffer size (MAX_STACK_ENTRIES, default 100)")
     p.add_argument("--require-reliable", action="store_true",
@@ -67,7 +70,8 @@ def _traces(args: argparse.Namespace) -> list[Trace]:
 
     program = k.open_program(args.vmcore, args.vmlinux)
     ctx = k.context_for(program, sframe_path=args.sframe, cache_dir=args.cache_dir,
-                        need_rows=mode in (Mode.SFRAME, Mode.SFRAME_V6))
+                        need_rows=mode in (Mode.SFRAME, Mode.SFRAME_V6),
+                        return_sites_path=args.return_sites)
     if args.pid:
         return [k.trace_pid(program, pid, mode, ctx=ctx, max_entries=args.max_entries)
                 for pid in args.pid]
