@@ -252,3 +252,25 @@ def test_cli_truncated_exit_code(tmp_path):
                           str(cut), "-s", str(VMLINUX)], capture_output=True, text=True)
     assert res.returncode == 3, res.stderr
     assert "vmcore:" in res.stderr and "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize("dump", ["kaslr/irq-in-fault", "nokaslr/hrtimer-plus12"])
+def test_start_states(dump):
+    prog = program(dump)
+    ref = drgn_reference(dump)
+    running = {hexint(c["curr_task"]): c for c in ref["cpus"]}
+    for task in prog.threads():
+        st = task.start_state()
+        if task.address in running:
+            cpu = running[task.address]
+            assert st.cpu == cpu["cpu"] and st.pc == hexint(cpu["prstatus"]["pc"])
+            assert st.kind == ("regs" if hexint(cpu["prstatus"]["pstate"]) & 0xC else "user")
+            assert st.sp == hexint(cpu["prstatus"]["sp"])
+        else:
+            assert st.kind == "task" and st.lr is None
+            assert (st.pc, st.fp, st.sp) == (task.cpu_context.pc, task.cpu_context.fp,
+                                             task.cpu_context.sp)
+            assert prog.symbols.lookup(st.pc).name == "__switch_to"
+    kinds = sorted(t.start_state().kind for t in prog.threads()
+                   if t.address in running)
+    assert kinds == (["regs", "user"] if dump.startswith("kaslr") else ["regs", "regs"])

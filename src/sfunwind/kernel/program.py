@@ -108,6 +108,30 @@ class CpuContext:
 
 
 @dataclass(frozen=True)
+class StartState:
+    """Where an unwind of a task starts (``kunwind_init_from_task`` / ``_from_regs``).
+
+    ``kind``:
+
+    * ``"task"`` — blocked (not ``rq->curr`` of a CPU): ``thread.cpu_context`` saved by
+      ``cpu_switch_to``; ``pc`` is ``cpu_context.pc`` (in ``__switch_to``'s caller path),
+      the kernel prints the first frame with ``(T)``;
+    * ``"regs"`` — running in the kernel on ``cpu``: the CPU's ``NT_PRSTATUS`` registers
+      (``lr`` may be PAC-signed; strip with :meth:`KernelProgram.strip_pac`);
+    * ``"user"`` — running at EL0 on ``cpu``: there is no kernel stack to unwind beyond the
+      EL0 ``pt_regs`` (``pc``/``sp`` are user addresses).
+    """
+
+    kind: str
+    pc: int
+    fp: int
+    sp: int
+    lr: int | None
+    cpu: int | None
+    regs: dict[str, int]
+
+
+@dataclass(frozen=True)
 class KernelLayout:
     """Every offset and size the task model and the unwinder use, from BTF.
 
@@ -307,6 +331,16 @@ class Task:
         off = self.prog.layout.task_kretprobe_instances
         return None if off is None else struct.unpack_from("<Q", self._raw, off)[0]
 
+    def start_state(self) -> StartState:
+        """The registers an unwind of this task starts from (see :class:`StartState`)."""
+        cpu = self.prog._cpu_index().get(self.cpu)
+        if cpu is not None and cpu.curr == self.address and cpu.prstatus is not None:
+            pr = cpu.prstatus
+            return StartState("regs" if pr.in_kernel else "user", pr.pc, pr.fp, pr.sp, pr.lr,
+                              cpu.index, pr.as_dict())
+        ctx = self.cpu_context
+        return StartState("task", ctx.pc, ctx.fp, ctx.sp, None, None, ctx.as_dict())
+
     def stacks(self, *, running_cpu: int | None = None) -> list[StackInfo]:
         """The stacks the unwinder may use for this task, in the kernel's order.
 
@@ -409,6 +443,8 @@ class KernelProgram:
         self.layout = KernelLayout.from_btf(types, self._thread_size())
         self._tasks_cache: dict[int, Task] = {}
         self._cpus: list[Cpu] | None = None
+        self._cpu_map: dict[int, Cpu] | None = None
+        self._threads: list[Task] | None = None
 
     # -- opening ---------------------------------------------------------------------------
     @classmethod
@@ -558,7 +594,12 @@ class KernelProgram:
     def threads(self) -> list[Task]:
         """Every thread: each thread group on ``init_task.tasks`` with its threads
         (``signal->thread_head``), then each CPU's idle task (``rq->idle``; ``swapper/0`` is
-        ``init_task`` itself, the other idle tasks are on no list)."""
+        ``init_task`` itself, the other idle tasks are on no list).  Computed once."""
+        if self._threads is None:
+            self._threads = self._walk_threads()
+        return list(self._threads)
+
+    def _walk_threads(self) -> list[Task]:
         lay = self.layout
         init = self.symbol("init_task")
         out: list[Task] = []
@@ -587,6 +628,7 @@ class KernelProgram:
         return out
 
     def find_task(self, pid: int) -> Task | None:
+        """The thread with *pid* (not an idle task: they all have pid 0), or None."""
         for t in self.threads():
             if t.pid == pid and t.idle_of_cpu is None:
                 return t
@@ -619,7 +661,13 @@ class KernelProgram:
         return self._cpus
 
     def _cpu_index(self) -> dict[int, Cpu]:
-        return {c.index: c for c in self.cpus()}
+        if self._cpu_map is None:
+            self._cpu_map = {c.index: c for c in self.cpus()}
+        return self._cpu_map
+
+    def cpu(self, index: int) -> Cpu:
+        """CPU *index* (KeyError if it is not online)."""
+        return self._cpu_index()[index]
 
     def _percpu_stack(self, var: str, name: str, cpu: int, off: int,
                       size: int) -> StackInfo | None:
