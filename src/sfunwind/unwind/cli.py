@@ -45,7 +45,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--sframe", metavar="FILE",
                    help="SFrame section to use instead of the vmlinux's (.sframe or from "
                         ".debug_frame)")
-    p.add_argument("--snapshot", metavar="FILE", help="a truth-harness snapshot to unwind")
+    p.add_argument("--snapshot", metavar="FILE",
+                   help="unwind a snapshot (sfunwind.truth.snapshot) instead of a vmcore; "
+                        "-s overrides its image ELF")
     p.add_argument("--cache-dir", metavar="DIR", help="where converted SFrame is cached")
     p.add_argument("--return-sites", metavar="FILE",
                    help="return-site table (python -m sfunwind.unwind.returnsites); made "
@@ -62,7 +64,7 @@ def _traces(args: argparse.Namespace) -> list[Trace]:
     if args.snapshot:
         from sfunwind.unwind.kernel import trace_snapshot
 
-        return [trace_snapshot(args.snapshot, mode, sframe_path=args.sframe,
+        return [trace_snapshot(args.snapshot, mode, image=args.vmlinux,
                                max_entries=args.max_entries)]
     if not args.vmcore or not args.vmlinux:
         raise UsageError("kernel trace needs VMCORE and -s VMLINUX (or --snapshot FILE)")

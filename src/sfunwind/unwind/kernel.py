@@ -237,12 +237,12 @@ def trace_all(program, mode: Mode, *, ctx: UnwindContext | None = None,
             for t in program.threads()]
 
 
-def trace_snapshot(path: str | Path, mode: Mode, *, sframe_path: str | Path | None = None,
+def trace_snapshot(path: str | Path, mode: Mode, *, image: str | Path | None = None,
                    max_entries: int = 100) -> Trace:
-    """A truth-harness snapshot (``sfunwind.truth.snapshot``): registers, memory, stacks."""
-    try:
-        from sfunwind.truth import snapshot as snap  # type: ignore[attr-defined]
-    except ImportError:
-        raise UsageError("snapshots need sfunwind.truth.snapshot, which this build lacks") \
-            from None
-    return snap.load(path)  # pragma: no cover - replaced when the snapshot format lands
+    """A stopped CPU state saved as a snapshot (``sfunwind.truth.snapshot``: registers,
+    memory, stack bounds, the image ELF with .symtab/.sframe; *image* overrides that ELF)."""
+    from sfunwind.truth.snapshot import trace_snapshot_file
+
+    trace = trace_snapshot_file(path, mode, image=image, max_entries=max_entries)
+    trace.start = "snapshot"
+    return trace

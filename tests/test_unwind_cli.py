@@ -1,0 +1,66 @@
+"""``sfunwind kernel trace``: text, JSON, exit codes, snapshots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from sfunwind.cli.main import main
+
+DATA = Path(__file__).parent / "data"
+FIX = DATA / "linux-7.2.13-cloud-arm64"
+VMCORE = str(FIX / "nokaslr" / "nested-irq.vmcore.xz")
+VMLINUX = str(FIX / "vmlinux.debug.xz")
+
+
+def test_text_output_both_modes(capsys):
+    assert main(["kernel", "trace", VMCORE, "-s", VMLINUX, "--cpu", "1", "--mode",
+                 "upstream"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0].startswith("pid 309 (exe) CPU 1")
+    assert lines[2].split()[:2] == ["hrtimer_interrupt+0x0/0x340", "(P)"]
+    assert out.count("---- exception boundary: pt_regs at") == 3
+    assert "---- stack switch: irq -> task ----" in out
+    assert "verdict: UNRELIABLE (1 reason)" in out
+    assert "  exception-boundary: " in out
+    assert main(["kernel", "trace", VMCORE, "-s", VMLINUX, "--cpu", "1"]) == 0
+    out = capsys.readouterr().out
+    assert " arch_timer_handler_virt+0x3c/0x60 (L)" in out
+    assert " try_to_wake_up+0x94/0xaf8 (L)" in out
+    assert "  sframe-no-row: " in out and "exception-boundary" not in out
+
+
+def test_json_and_require_reliable(capsys):
+    rc = main(["kernel", "trace", VMCORE, "-s", VMLINUX, "--pid", "2", "--pid", "309",
+               "--json", "--require-reliable"])
+    traces = json.loads(capsys.readouterr().out)
+    assert rc == 1  # pid 309 is unreliable
+    assert [t["pid"] for t in traces] == [2, 309]
+    kthreadd, exe = traces
+    assert kthreadd["reliable"] and kthreadd["reasons"] == [] and kthreadd["start"] == "task"
+    assert kthreadd["frames"][0]["marker"] == "T"
+    assert kthreadd["frames"][0]["symbol"] == "__switch_to"
+    assert {"pc", "symbol", "offset", "size", "marker", "stack"} <= set(exe["frames"][0])
+    assert not exe["reliable"] and exe["reasons"][0]["code"] == "sframe-no-row"
+    assert exe["cpu"] == 1 and exe["start"] == "cpu" and exe["mode"] == "sframe"
+    assert main(["kernel", "trace", VMCORE, "-s", VMLINUX, "--pid", "2",
+                 "--require-reliable"]) == 0
+
+
+def test_all_and_errors(capsys):
+    assert main(["kernel", "trace", VMCORE, "-s", VMLINUX, "--all", "--mode", "fp"]) == 0
+    out = capsys.readouterr().out
+    assert "72 traces: " in out and "(mode fp)" in out
+    assert main(["kernel", "trace", VMCORE, "-s", VMLINUX, "--pid", "99999"]) == 2
+    assert "no task with pid 99999" in capsys.readouterr().err
+    assert main(["kernel", "trace", VMCORE]) == 2
+    assert main(["kernel", "trace", VMCORE, "-s", VMLINUX, "--cpu", "7"]) == 2
+
+
+def test_snapshot(capsys):
+    snap = DATA / "truth" / "snapshot-inflate_fast.json.xz"
+    assert main(["kernel", "trace", "--snapshot", str(snap), "--json"]) == 0
+    (trace,) = json.loads(capsys.readouterr().out)
+    assert trace["start"] == "snapshot" and trace["reliable"]
+    assert any(f["marker"] == "P" for f in trace["frames"])
