@@ -174,7 +174,8 @@ tr.ev.boundary td{background:#fdecea;color:#8c1d18;font-weight:600;font-style:no
 tr.ev.final td{background:#e8f5e9;color:#1e7d32}
 tr.ev.error td{background:#fde4e1;color:#8c1d18}
 tr.patched td{background:#fff4d6}
-tr.cause td{box-shadow:inset 4px 0 #b3261e}
+tr.cause td:first-child{box-shadow:inset 4px 0 #b3261e}
+tr.cause td{background:#fdf1ef}
 details{border-top:1px solid #edf0f2;padding:4px 0}
 summary{cursor:pointer;padding:3px 0}
 .pair{display:flex;gap:16px}.pair>div{flex:1 1 0;min-width:0}
@@ -394,7 +395,12 @@ def _section_traces(r: DumpReport) -> str:
             body = (_frames_table(tr, ranges) if tr is not None
                     else f"<p class='bad'>{_e(r.errors.get(m, {}).get(t.task, 'no trace'))}</p>")
             cols.append(f"<div><div class='small'><b>{_e(m.value)}</b></div>{body}</div>")
-        out.append(f"<details id='t{t.task:x}'><summary><span class='mono'>{_e(who)}</span> "
+        # open what deserves a look: unreliable in some mode, or blocking the transition
+        blocking = any(not d.switches for res in r.results.values() for d in res.decisions
+                       if d.task.task == t.task and d.task.idle_cpu == t.idle_cpu)
+        interesting = blocking or any((tr := r.trace(m, t)) is None or not tr.reliable
+                                      for m in MODES)
+        out.append(f"<details id='t{t.task:x}'{' open' if interesting else ''}><summary><span class='mono'>{_e(who)}</span> "
                    f"<span class='small'>{_e(t.state)}{' running on CPU ' + str(t.cpu) if t.running else ''}"
                    f"</span> &nbsp; {verdicts}</summary><div class='pair'>{''.join(cols)}"
                    "</div></details>")
