@@ -274,3 +274,27 @@ def test_start_states(dump):
     kinds = sorted(t.start_state().kind for t in prog.threads()
                    if t.address in running)
     assert kinds == (["regs", "user"] if dump.startswith("kaslr") else ["regs", "regs"])
+
+
+def test_pt_regs_at_top_of_stack_and_in_exception_frames():
+    prog = program("nokaslr/el1-abort")
+    for task in prog.threads():
+        regs = prog.pt_regs(task.pt_regs)
+        assert (regs.meta_fp, regs.meta_lr, regs.meta_type) == (0, 0, FRAME_META_TYPE_FINAL)
+        assert prog.pt_regs_of_meta(task.final_record) == regs
+        if task.comm == "dd" and not task.is_running:
+            assert regs.from_user  # user tasks entered the kernel from EL0
+    # CPU1 stopped in el1_abort: x29 of its caller chain reaches the PT_REGS meta record of
+    # the EL1 data abort, whose pc is the interrupted __arch_copy_to_user
+    cpu = prog.cpu(1)
+    fp = cpu.prstatus.fp
+    for _ in range(10):
+        rec = prog.frame_record(fp)
+        if rec == (0, 0):
+            break
+        fp = rec[0]
+    assert prog.frame_record_meta_type(fp) == 2
+    exc = prog.pt_regs_of_meta(fp)
+    assert not exc.from_user
+    assert prog.symbols.lookup(exc.pc).name == "__arch_copy_to_user"
+    assert cpu.curr_task.stack_info.contains(exc.address, prog.layout.pt_regs_size)

@@ -132,6 +132,39 @@ class StartState:
 
 
 @dataclass(frozen=True)
+class PtRegs:
+    """A ``struct pt_regs`` read from memory (the exception frame entry code saved).
+
+    ``meta_fp``/``meta_lr``/``meta_type`` are its embedded ``stackframe``
+    (``struct frame_record_meta``): a meta record iff ``meta_fp == meta_lr == 0``; ``type``
+    is ``FRAME_META_TYPE_FINAL`` (1) for the EL0 entry at the top of every task stack and
+    ``FRAME_META_TYPE_PT_REGS`` (2) for an exception taken at EL1.
+    """
+
+    address: int
+    regs: tuple[int, ...]  # x0..x30 (x29 = fp, x30 = lr, possibly PAC-signed)
+    sp: int
+    pc: int
+    pstate: int
+    meta_fp: int
+    meta_lr: int
+    meta_type: int
+
+    @property
+    def fp(self) -> int:
+        return self.regs[29]
+
+    @property
+    def lr(self) -> int:
+        return self.regs[30]
+
+    @property
+    def from_user(self) -> bool:
+        """The exception was taken from EL0 (PSTATE.M[3:2] == 0)."""
+        return (self.pstate >> 2) & 3 == 0
+
+
+@dataclass(frozen=True)
 class KernelLayout:
     """Every offset and size the task model and the unwinder use, from BTF.
 
@@ -687,6 +720,34 @@ class KernelProgram:
             return None
         base = (addr + off) & ((1 << 64) - 1)
         return StackInfo(name, base, base + size, cpu)
+
+    # -- records on stacks ----------------------------------------------------------------
+    def pt_regs(self, address: int) -> PtRegs:
+        """The ``struct pt_regs`` at *address* (one bounded read; MemoryFault if absent)."""
+        lay = self.layout
+        raw = self.memory.read(address, lay.pt_regs_size)
+        regs = struct.unpack_from("<31Q", raw, lay.pt_regs_regs)
+        sp, pc, pstate = (struct.unpack_from("<Q", raw, off)[0]
+                          for off in (lay.pt_regs_sp, lay.pt_regs_pc, lay.pt_regs_pstate))
+        meta = lay.pt_regs_stackframe
+        fp_, lr_ = struct.unpack_from("<QQ", raw, meta + lay.frame_record_fp)
+        mtype = struct.unpack_from("<Q", raw, meta + lay.frame_record_meta_type)[0]
+        return PtRegs(address, regs, sp, pc, pstate, fp_, lr_, mtype)
+
+    def pt_regs_of_meta(self, meta_address: int) -> PtRegs:
+        """``container_of(meta, struct pt_regs, stackframe)``: the pt_regs around a
+        PT_REGS meta record found at *meta_address* (an fp value)."""
+        return self.pt_regs(meta_address - self.layout.pt_regs_stackframe)
+
+    def frame_record(self, address: int) -> tuple[int, int]:
+        """``(fp, lr)`` of the AAPCS64 frame record at *address* (lr may be PAC-signed)."""
+        raw = self.memory.read(address, 16)
+        return struct.unpack_from("<QQ", raw, 0)
+
+    def frame_record_meta_type(self, address: int) -> int:
+        """``type`` of the ``frame_record_meta`` at *address* (meaningful only when its
+        record is ``{0, 0}``)."""
+        return self.read_u64(address + self.layout.frame_record_meta_type)
 
     # -- code addresses the unwinder needs -------------------------------------------------
     @cached_property
