@@ -61,6 +61,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("file", help="ELF file with .sframe and .eh_frame/.debug_frame")
     p.add_argument("--section", choices=(".eh_frame", ".debug_frame"), default=None)
     p.add_argument("--limit", type=int, default=None, help="stop after N disagreements")
+    p.add_argument("--require-coverage", action="store_true",
+                   help="also exit 1 when a function gas would translate has no SFrame FDE")
     p.set_defaults(func=_check)
 
 
@@ -124,4 +126,7 @@ def _check(args: argparse.Namespace) -> int:
     print(f"{args.file}: {rep.fdes} FDEs in {frames.name}, {rep.covered} covered by .sframe, "
           f"{len(rep.uncovered)} not; {rep.pcs_compared} PC ranges compared, "
           f"{len(rep.disagreements)} disagreements", file=sys.stderr)
-    return ExitCode.FINDINGS if rep.disagreements else ExitCode.OK
+    gaps = [u for u in rep.uncovered if u[2] is None]
+    if rep.disagreements or (args.require_coverage and gaps):
+        return ExitCode.FINDINGS
+    return ExitCode.OK
