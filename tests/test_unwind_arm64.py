@@ -544,3 +544,25 @@ def test_frame_shape_return_into_code_without_a_saved_record():
     rows = {fn(1) + 0x10 - 4: sp_row(0, None, None)}  # "RA still in LR" at a call: impossible
     trace = unwind(ctx_for(stack, rows=rows), task, start, Mode.SFRAME)
     assert [r.code for r in trace.reasons] == ["frame-shape"]
+
+
+def test_fgraph_ret_stack_decoding():
+    """The 7.x fgraph shadow stack: frames of 4 words, each followed by a word whose low 10
+    bits give the distance back to the frame (kernel/trace/fgraph.c get_ret_stack)."""
+    from sfunwind.memory.base import SparseMemory
+    from sfunwind.unwind.kernel import fgraph_entries
+
+    base = 0xFFFF000012340000
+    words = [fn(1) + 4, fn(1), 0, TASK_LOW + 0x100, 4,                 # frame A (older)
+             fn(2) + 8, fn(2), 0, TASK_LOW + 0x200, 4 | (1 << 10),      # frame B
+             (2 << 10) | 5]                                             # a data word for B
+    mem = SparseMemory([(base, b"".join(w.to_bytes(8, "little") for w in words))])
+    # a data word: its offset (5) leads back over the reserved word to frame B as well
+    got = fgraph_entries(mem, base, 11, 0, 24)
+    assert got == (FgraphEntry(fn(2) + 8, TASK_LOW + 0x200), FgraphEntry(fn(1) + 4,
+                                                                         TASK_LOW + 0x100))
+    assert fgraph_entries(mem, base, 10, 0, 24) == got
+    # a malformed offset stops the walk, a missing page too; never an exception
+    bad = SparseMemory([(base, (0x3FF).to_bytes(8, "little"))])
+    assert fgraph_entries(bad, base, 1, 0, 24) == ()
+    assert fgraph_entries(SparseMemory(), base, 5, 0, 24) == ()

@@ -21,6 +21,7 @@ from pathlib import Path
 from sfunwind.errors import MemoryFault, SfunwindError, UsageError
 from sfunwind.rules import UnwindRow
 from sfunwind.unwind.arm64 import (
+    FgraphEntry,
     KretprobeInstance,
     PtRegsLayout,
     Regs,
@@ -131,17 +132,18 @@ def _stack(s) -> StackInfo:
 
 
 def _kretprobe_instances(program, task) -> tuple[KretprobeInstance, ...]:
-    """``task->kretprobe_instances`` when BTF describes it; empty otherwise (then any
-    kretprobe trampoline on the stack is unrecoverable, which is the safe answer)."""
+    """``task->kretprobe_instances`` (an llist, newest first), decoded with BTF offsets; empty
+    when BTF lacks them (then a kretprobe trampoline on the stack is unrecoverable, which is
+    the safe answer)."""
     first = task.kretprobe_instances
     if not first:
         return ()
     types = program.types
     try:
-        node_off = types.member_offset("struct kretprobe_instance", "llist")
-        ret_off = types.member_offset("struct kretprobe_instance", "ret_addr")
-        fp_off = types.member_offset("struct kretprobe_instance", "fp")
-    except (AttributeError, KeyError, SfunwindError):
+        node_off = types.offsetof("struct kretprobe_instance", "llist")
+        ret_off = types.offsetof("struct kretprobe_instance", "ret_addr")
+        fp_off = types.offsetof("struct kretprobe_instance", "fp")
+    except (KeyError, SfunwindError):
         return ()
     out = []
     node = first
@@ -158,16 +160,54 @@ def _kretprobe_instances(program, task) -> tuple[KretprobeInstance, ...]:
     return tuple(out)
 
 
+#: ``kernel/trace/fgraph.c``: each word of ``task->ret_stack`` carries, in its low
+#: ``FGRAPH_FRAME_OFFSET_BITS`` (10) bits, the distance in words back to the start of its
+#: ``struct ftrace_ret_stack``; ``SHADOW_STACK_SIZE`` is 4096 bytes.
+FGRAPH_FRAME_OFFSET_MASK = (1 << 10) - 1
+SHADOW_STACK_WORDS = 4096 // 8
+
+
+def fgraph_entries(memory, ret_stack: int, curr_ret_stack: int, ret_off: int,
+                   retp_off: int) -> tuple[FgraphEntry, ...]:
+    """The fgraph return stack, newest first, walked as ``get_ret_stack()`` does: from
+    ``curr_ret_stack`` down, each frame found through the offset in the word below it.
+    A malformed word ends the walk (the kernel WARNs and stops there too)."""
+    out = []
+    i = min(curr_ret_stack, SHADOW_STACK_WORDS)
+    for _ in range(SHADOW_STACK_WORDS):
+        if i <= 0:
+            break
+        try:
+            offs = memory.read_u64(ret_stack + 8 * (i - 1)) & FGRAPH_FRAME_OFFSET_MASK
+            if offs <= 0 or offs > i - 1:
+                break
+            i = i - 1 - offs
+            frame = ret_stack + 8 * i
+            out.append(FgraphEntry(memory.read_u64(frame + ret_off),
+                                   memory.read_u64(frame + retp_off)))
+        except MemoryFault:
+            break
+    return tuple(out)
+
+
+def _fgraph(program, task) -> tuple[bool, tuple[FgraphEntry, ...]]:
+    rs = task.ret_stack
+    if not rs or not rs[0]:
+        return False, ()
+    try:
+        ret_off = program.types.offsetof("struct ftrace_ret_stack", "ret")
+        retp_off = program.types.offsetof("struct ftrace_ret_stack", "retp")
+    except (KeyError, SfunwindError):
+        return True, ()  # no layout: every return_to_handler is unrecoverable (safe)
+    return True, fgraph_entries(program.memory, rs[0], rs[1], ret_off, retp_off)
+
+
 def task_stacks(program, task, *, running_cpu: int | None = None) -> TaskStacks:
     """The :class:`TaskStacks` of *task* (per-CPU stacks only when it runs on that CPU)."""
     stacks = tuple(_stack(s) for s in task.stacks(running_cpu=running_cpu))
-    ret_stack = task.ret_stack
-    has_ret_stack = bool(ret_stack and ret_stack[0])
-    # The 7.x fgraph ret_stack is an array of encoded words; without a decoder for it we
-    # pass no entries, so a return_to_handler on the stack is reported unrecoverable
-    # (unreliable) rather than guessed.
+    has_ret_stack, ret_stack = _fgraph(program, task)
     return TaskStacks(stacks=stacks, final_record=task.final_record,
-                      ret_stack=(), has_ret_stack=has_ret_stack,
+                      ret_stack=ret_stack, has_ret_stack=has_ret_stack,
                       kretprobe_instances=_kretprobe_instances(program, task),
                       is_current=running_cpu is not None)
 
