@@ -566,3 +566,42 @@ def test_fgraph_ret_stack_decoding():
     bad = SparseMemory([(base, (0x3FF).to_bytes(8, "little"))])
     assert fgraph_entries(bad, base, 1, 0, 24) == ()
     assert fgraph_entries(SparseMemory(), base, 5, 0, 24) == ()
+
+
+def test_stack_nesting_task_irq_overflow_and_sdei():
+    """§25 20: overflow -> irq -> task, and sdei_critical -> sdei_normal -> task."""
+    task = SyntheticStack("task", TASK_LOW)
+    irq = SyntheticStack("irq", IRQ_LOW)
+    ovf = SyntheticStack("overflow", OVF_LOW, 0x1000)
+    final = task.final_regs()
+    t = task.record((final & ~0xF) - 0x100, final, fn(4))
+    i = irq.record(irq.high - 0x100, t, fn(3))
+    o = ovf.record(ovf.high - 0x100, i, fn(2))
+    stacks = TaskStacks.for_task_stack(task.low, task.high, extra=(irq.info, ovf.info))
+    trace = unwind(ctx_for(task, irq, ovf), stacks, start_from_task(fn(1), o), Mode.SFRAME)
+    assert trace.reliable, trace.reasons
+    assert [f.stack for f in trace.frames] == [None, "overflow", "irq", "task"]
+    assert [e.detail for e in trace.events if e.kind is EventKind.STACK_SWITCH] == [
+        "overflow -> irq", "irq -> task"]
+    normal = SyntheticStack("sdei_normal", IRQ_LOW + 0x10000)
+    critical = SyntheticStack("sdei_critical", IRQ_LOW + 0x20000)
+    n = normal.record(normal.high - 0x100, t, fn(3))
+    c = critical.record(critical.high - 0x100, n, fn(2))
+    stacks = TaskStacks.for_task_stack(task.low, task.high, extra=(
+        StackInfo("irq", 0, 0), StackInfo("overflow", 0, 0), normal.info, critical.info))
+    trace = unwind(ctx_for(task, normal, critical), stacks, start_from_task(fn(1), c),
+                   Mode.UPSTREAM)
+    assert trace.reliable and [f.stack for f in trace.frames] == [
+        None, "sdei_critical", "sdei_normal", "task"]
+
+
+def test_never_scheduled_kthread():
+    """§25 21: copy_thread leaves cpu_context.fp = the FINAL record, pc = ret_from_fork."""
+    task = SyntheticStack("task", TASK_LOW)
+    final = task.final_regs()
+    stacks = TaskStacks.for_task_stack(task.low, task.high)
+    ctx = ctx_for(task)
+    ctx.is_return_site = lambda pc: False  # (T) is not a return address: not checked
+    for mode in (Mode.UPSTREAM, Mode.SFRAME, Mode.FP_ONLY):
+        trace = unwind(ctx, stacks, start_from_task(fn(9), final), mode)
+        assert names(trace) == ["f9+0x0/0x100 (T)"] and trace.reliable, trace.reasons
