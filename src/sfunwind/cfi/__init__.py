@@ -34,7 +34,7 @@ import os
 import shutil
 from pathlib import Path
 
-from sfunwind.cfi.arch import AARCH64, X86_64, Arch, arch_by_name, arch_for_elf
+from sfunwind.cfi.arch import AARCH64, AARCH64_BE, X86_64, Arch, arch_by_name, arch_for_elf
 from sfunwind.cfi.elfsource import ElfCFI, load_elf_cfi
 from sfunwind.cfi.parser import (
     CIE,
@@ -132,7 +132,7 @@ def kernel_sframe_table(vmlinux_path: str | os.PathLike[str],
 
 
 __all__ = [
-    "AARCH64", "CIE", "CONVERTER_VERSION", "FDE", "X86_64", "Arch", "CFIRow", "Conversion",
+    "AARCH64", "AARCH64_BE", "CIE", "CONVERTER_VERSION", "FDE", "X86_64", "Arch", "CFIRow", "Conversion",
     "EhFrameHdr", "ElfCFI", "FrameSection", "GasFRE", "Refusal", "Translation",
     "arch_by_name", "arch_for_elf", "cache_directory", "convert_frame_section",
     "evaluate_fde", "kernel_sframe", "kernel_sframe_bytes", "kernel_sframe_table",

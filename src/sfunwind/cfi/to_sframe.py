@@ -789,6 +789,13 @@ def convert_frame_section(frames: FrameSection, arch: Arch, *,
             translations[tkey] = tr
         size = pc_range[i]
         asz = 1 if size < 0x100 else 2 if size < 0x10000 else 4
+        if tr.reason is None and (size > 0xFFFFFFFF or (tr.rows and tr.rows[-1][0] > size)):
+            # Not something gas can produce (its FREs lie inside the function, and SFrame
+            # sizes are 32-bit); malformed or foreign CFI.
+            tr = Translation((), False, f"CFA program advances past the end of the function "
+                             f"(FRE at +{tr.rows[-1][0]:#x}, size {size:#x})"
+                             if size <= 0xFFFFFFFF else
+                             f"function size {size:#x} does not fit in 32 bits")
         if tr.reason is not None:
             refusals.append(Refusal(offsets[i], pc_begin[i], size, tr.reason))
             if not cie.signal_frame:
