@@ -18,11 +18,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-from sfunwind.cfi import AARCH64, AARCH64_BE, X86_64  # noqa: E402
-from sfunwind.cfi.parser import parse_eh_frame_hdr, parse_frame_section  # noqa: E402
-from sfunwind.cfi.rows import evaluate_fde  # noqa: E402
-from sfunwind.cfi.to_sframe import convert_frame_section  # noqa: E402
-from sfunwind.errors import CFIFormatError  # noqa: E402
+import contextlib
+
+from sfunwind.cfi import AARCH64, AARCH64_BE, X86_64
+from sfunwind.cfi.parser import parse_eh_frame_hdr, parse_frame_section
+from sfunwind.cfi.rows import evaluate_fde
+from sfunwind.cfi.to_sframe import convert_frame_section
+from sfunwind.errors import CFIFormatError
 
 ARCHES = (AARCH64, X86_64, AARCH64_BE)
 
@@ -44,10 +46,8 @@ def one_input(data: bytes) -> None:
     except CFIFormatError:
         pass
     if mode & 0x80:
-        try:
+        with contextlib.suppress(CFIFormatError):
             parse_eh_frame_hdr(body, address=0x10000)
-        except CFIFormatError:
-            pass
 
 
 def make_seeds(out: Path) -> None:
