@@ -64,3 +64,17 @@ def test_snapshot(capsys):
     (trace,) = json.loads(capsys.readouterr().out)
     assert trace["start"] == "snapshot" and trace["reliable"]
     assert any(f["marker"] == "P" for f in trace["frames"])
+
+
+def test_table(capsys):
+    rsites = str(DATA / "unwind" / "linux-7.2.13-cloud-arm64.rsites")
+    assert main(["kernel", "trace", VMCORE, "-s", VMLINUX, "--table", "--return-sites",
+                 rsites]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["task", "upstream", "sframe", "reasons"]
+    rows = {line.split()[0]: line.split() for line in lines[1:-1]}
+    assert rows["309"][2:4] == ["no", "no"] and "sframe-no-row" in lines[-2] + "".join(
+        " ".join(r) for r in rows.values())
+    assert rows["113"][2:4] == ["no", "yes"]  # a boundary SFrame crosses reliably
+    assert rows["2"][2:4] == ["yes", "yes"]
+    assert lines[-1].split()[:2] == ["total", "72"]

@@ -8,7 +8,7 @@ import json
 import sys
 
 from sfunwind.errors import ExitCode, UsageError
-from sfunwind.unwind.format import format_trace
+from sfunwind.unwind.format import format_trace, reliability_table
 from sfunwind.unwind.trace import Mode, Trace
 
 DESCRIPTION = """\
@@ -54,6 +54,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "from the vmlinux when it has code")
     p.add_argument("--max-entries", type=int, default=100,
                    help="livepatch's buffer size (MAX_STACK_ENTRIES, default 100)")
+    p.add_argument("--table", action="store_true",
+                   help="one line per task: reliable in upstream vs sframe, and why not")
     p.add_argument("--require-reliable", action="store_true",
                    help="exit 1 if any requested trace is unreliable")
     p.set_defaults(func=run)
@@ -83,7 +85,34 @@ def _traces(args: argparse.Namespace) -> list[Trace]:
     return k.trace_all(program, mode, ctx=ctx, max_entries=args.max_entries)
 
 
+def _table(args: argparse.Namespace) -> int:
+    if args.snapshot or not args.vmcore or not args.vmlinux:
+        raise UsageError("--table needs VMCORE and -s VMLINUX")
+    from sfunwind.unwind import kernel as k
+
+    program = k.open_program(args.vmcore, args.vmlinux)
+    up_ctx = k.context_for(program, need_rows=False, return_sites_path=args.return_sites)
+    sf_ctx = k.context_for(program, sframe_path=args.sframe, cache_dir=args.cache_dir,
+                           return_sites_path=args.return_sites)
+    if args.pid:
+        tasks = [program.find_task(pid) for pid in args.pid]
+        if None in tasks:
+            raise UsageError(f"no task with pid {args.pid[tasks.index(None)]} in this dump")
+    else:
+        tasks = program.threads()
+    rows = [(f"{t.pid} {t.comm}",
+             k.trace_task(program, t, Mode.UPSTREAM, ctx=up_ctx, max_entries=args.max_entries),
+             k.trace_task(program, t, Mode.SFRAME, ctx=sf_ctx, max_entries=args.max_entries))
+            for t in tasks]
+    sys.stdout.write(reliability_table(rows))
+    if args.require_reliable and not all(r[2].reliable for r in rows):
+        return ExitCode.FINDINGS
+    return ExitCode.OK
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.table:
+        return _table(args)
     traces = _traces(args)
     out = sys.stdout
     if args.json:

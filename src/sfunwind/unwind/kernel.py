@@ -273,8 +273,13 @@ def trace_all(program, mode: Mode, *, ctx: UnwindContext | None = None,
     """Every thread (idle tasks included); running ones from their CPU's registers, so every
     CPU is covered too."""
     ctx = ctx or context_for(program, need_rows=mode in (Mode.SFRAME, Mode.SFRAME_V6))
-    return [trace_task(program, t, mode, ctx=ctx, max_entries=max_entries)
-            for t in program.threads()]
+    threads = program.threads()
+    traces = [trace_task(program, t, mode, ctx=ctx, max_entries=max_entries) for t in threads]
+    covered = {t.address for t in threads}
+    for c in program.cpus():  # a CPU running a task no list holds (exiting, say)
+        if c.curr not in covered and c.prstatus is not None:
+            traces.append(trace_cpu(program, c.index, mode, ctx=ctx, max_entries=max_entries))
+    return traces
 
 
 def trace_snapshot(path: str | Path, mode: Mode, *, image: str | Path | None = None,
