@@ -89,9 +89,11 @@ def test_upstream_reproduces_sysrq_t(boot, name):
             continue
         compared += 1
     allowed = {(c, p) for c, p in RAN_BETWEEN[boot]}
-    assert all((c, p) in allowed or (c, None) in allowed for c, p in stale), stale
-    assert len(stale) <= 1
-    assert compared >= 55
+    # exactly the one task documented to have run in between differs (58 of 59 identical in
+    # each nokaslr dump, 56 of 57 and 58 of 59 in the KASLR ones, as the README says)
+    assert len(stale) == 1 and all((c, p) in allowed or (c, None) in allowed
+                                   for c, p in stale), stale
+    assert compared >= 56
 
 
 @pytest.mark.parametrize("boot,name", DUMPS)
