@@ -98,6 +98,9 @@ def test_corpus_round_trip_and_tables(path: Path, tmp_path: Path) -> None:
     f = materialise(path, tmp_path)
     raw, addr = raw_section(f)
     section = decode(raw, section_address=addr)
+    assert encode(section, keep_trailing=True) == raw
+    raw = raw[:len(raw) - len(section.trailing)]
+    assert not any(section.trailing) and len(section.trailing) < 8  # alignment padding only
     assert encode(section) == raw
     if section.relocatable or path.name.endswith(".o"):
         return

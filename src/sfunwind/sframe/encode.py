@@ -107,8 +107,12 @@ def _fde_info(fde: SFrameFDE, version: int, width: int) -> int:
     return info
 
 
-def encode(section: SFrameSection, *, version: int | None = None) -> bytes:
+def encode(section: SFrameSection, *, version: int | None = None,
+           keep_trailing: bool = False) -> bytes:
     """The section's bytes, in ``version`` (default: the section's own version).
+
+    The SFrame data only: bytes a decoded section had after the size its header accounts for
+    (gas pads s390x objects' ``.sframe`` to 8 bytes) are written back with ``keep_trailing``.
 
     Converting to another version recomputes the function-start fields from the absolute
     starts; V3-only features (FLEX FDEs, the signal bit) cannot go to V2/V1.
@@ -217,6 +221,8 @@ def encode(section: SFrameSection, *, version: int | None = None) -> bytes:
     out += aux
     out += fdes_sub
     out += fre_sub
+    if keep_trailing:
+        out += section.trailing
     return bytes(out)
 
 

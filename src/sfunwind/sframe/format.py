@@ -334,6 +334,9 @@ class SFrameSection:
     #: From a relocatable (.o) file: function starts are offsets in their own text
     #: sections (relocations applied with every section at 0), so they may coincide.
     relocatable: bool = False
+    #: Bytes after the size the header accounts for (gas pads s390x objects' sections);
+    #: the encoder writes them back so such sections round-trip.
+    trailing: bytes = b""
 
     @property
     def version(self) -> int:

@@ -24,6 +24,7 @@ is an outermost row.
 
 from __future__ import annotations
 
+import array
 import bisect
 from dataclasses import dataclass
 
@@ -63,6 +64,12 @@ RULE_KINDS = (RuleKind.RETAIN, RuleKind.CFA_OFFSET, RuleKind.CFA_OFFSET_DEREF,
 R_RETAIN, R_CFA, R_CFA_DEREF, R_REG, R_REG_DEREF, R_UNDEF = range(6)
 
 _U64 = np.uint64
+_ROW_CACHE_SIZE = 1 << 16
+
+
+def _int_array(a: np.ndarray, code: str = "q") -> array.array:
+    dtype = np.uint64 if code == "Q" else np.int64
+    return array.array(code, np.ascontiguousarray(a, dtype=dtype).tobytes())
 
 
 @dataclass(slots=True)
@@ -363,16 +370,36 @@ class SFrameTable:
         # FDEs, which the scalar path answers.
         self.fre_key = (fde_of_fre.astype(_U64) << _U64(32)) | (
             self.fre_start.astype(_U64) & _U64(0xFFFFFFFF))
-        self._starts_list: list[int] = self.fde_start.tolist()
-        self._sizes_list: list[int] = self.fde_size.tolist()
-        self._keys_list: list[int] = self.fre_key.tolist()
-        self._first_list: list[int] = self.fde_first.tolist()
-        self._nfres_list: list[int] = self.fde_nfres.tolist()
-        self._pcmask_list: list[bool] = self.fde_pcmask.tolist()
-        self._rep_list: list[int] = self.fde_rep.tolist()
-        self._irregular_list: list[bool] = self.fde_irregular.tolist()
-        self._fre_start_list: list[int] = self.fre_start.tolist()
+        # Each FRE's PC range [start, end) for PCINC FDEs (PCMASK rows depend on the PC).
+        if total:
+            last = np.zeros(total, dtype=bool)
+            last[self.fde_first[1:][self.fde_nfres > 0] - 1] = True
+            nxt = np.empty(total, dtype=np.int64)
+            nxt[:-1] = self.fre_start[1:]
+            fsize = self.fde_size[fde_of_fre].astype(np.int64)
+            nxt = np.minimum(np.where(last, fsize, np.maximum(nxt, 0)), fsize)
+            fstart = self.fde_start[fde_of_fre]
+            self.fre_abs_start = fstart + self.fre_start.astype(_U64)
+            self.fre_abs_end = fstart + nxt.astype(_U64)
+        else:
+            self.fre_abs_start = np.zeros(0, dtype=_U64)
+            self.fre_abs_end = np.zeros(0, dtype=_U64)
+        # The scalar path reads plain Python sequences (numpy scalars are slow one by one).
+        # array.array, not list: it is no GC container, so a 10^6-entry table does not slow
+        # every garbage collection down.
+        # Lists for the two bisect()ed sequences (bisect is fastest on a list).
+        self._starts_list = self.fde_start.tolist()
+        self._sizes_list = _int_array(self.fde_size, "Q")
+        self._keys_list = self.fre_key.tolist()
+        self._first_list = _int_array(self.fde_first)
+        self._nfres_list = _int_array(self.fde_nfres)
+        self._pcmask_list = _int_array(self.fde_pcmask)
+        self._rep_list = _int_array(self.fde_rep, "Q")
+        self._irregular_list = _int_array(self.fde_irregular)
+        self._fre_start_list = _int_array(self.fre_start)
         self._row_cache: dict[int, UnwindRow | None] = {}
+        self._rules: dict[tuple[int, int, int], CfaRule | Rule] = {}
+        self._lists: tuple[list, ...] | None = None
 
     def _resolve_rules(self, version: int, abi: ABI, fixed_fp: int, fixed_ra: int,
                        base_sp: np.ndarray, ws: np.ndarray, wu: np.ndarray,
@@ -559,10 +586,13 @@ class SFrameTable:
         i, r = hit
         if self._pcmask_list[i]:
             return self._make_row(r, pc)
-        row = self._row_cache.get(r)
+        cache = self._row_cache
+        row = cache.get(r)
         if row is None:
             row = self._make_row(r, pc)
-            self._row_cache[r] = row
+            if len(cache) >= _ROW_CACHE_SIZE:
+                cache.clear()
+            cache[r] = row
         return row
 
     def find_index(self, pc: int) -> tuple[int, int] | None:
@@ -573,14 +603,26 @@ class SFrameTable:
         """The :class:`UnwindRow` of flat FRE row ``r`` (``pc`` places a PCMASK row)."""
         return self._make_row(int(r), pc)
 
-    def _row_range(self, r: int, pc: int | None) -> tuple[int, int]:
-        i = int(self.fre_fde[r])
+    def _scalar_lists(self) -> tuple[list, ...]:
+        """Per-FRE fields as Python lists for the scalar path (built on first use: reading
+        numpy scalars one by one costs ~100 ns each)."""
+        lists = self._lists
+        if lists is None:
+            lists = self._lists = (
+                *(_int_array(a) for a in (
+                    self.fre_fde, self.fre_invalid, self.fre_outermost, self.fre_cfa_kind,
+                    self.fre_cfa_reg, self.fre_cfa_offset, self.fre_ra_kind, self.fre_ra_reg,
+                    self.fre_ra_offset, self.fre_fp_kind, self.fre_fp_reg, self.fre_fp_offset,
+                    self.fre_mangled, self.fre_signal, self.fre_pauth)),
+                _int_array(self.fre_abs_start, "Q"), _int_array(self.fre_abs_end, "Q"))
+        return lists
+
+    def _row_range(self, r: int, pc: int | None, i: int) -> tuple[int, int]:
         fstart = self._starts_list[i]
         size = self._sizes_list[i]
-        first = self._first_list[i]
-        n = self._nfres_list[i]
+        last = r + 1 >= self._first_list[i] + self._nfres_list[i]
         s = self._fre_start_list[r]
-        nxt = self._fre_start_list[r + 1] if r + 1 < first + n else None
+        nxt = None if last else self._fre_start_list[r + 1]
         if self._pcmask_list[i] and self._rep_list[i]:
             rep = self._rep_list[i]
             blk = fstart + ((pc - fstart) // rep) * rep if pc is not None else fstart
@@ -590,25 +632,40 @@ class SFrameTable:
         return fstart + s, min(end, fstart + size)
 
     def _make_row(self, r: int, pc: int | None) -> UnwindRow:
-        if self.fre_invalid[r]:
+        (fre_fde, invalid, outermost, cfa_kind, cfa_reg, cfa_off, ra_kind, ra_reg, ra_off,
+         fp_kind, fp_reg, fp_off, mangled, signal_l, pauth, abs_start,
+         abs_end) = self._scalar_lists()
+        if invalid[r]:
             off = int(self.fre_offset[r])
             raise SFrameFormatError(
                 f"malformed FRE: {int(self.fre_count[r])} data words do not form a valid "
                 f"{'FLEX' if self.fde_kind[self.fre_fde[r]] == FDEKind.FLEX else 'DEFAULT'} "
                 f"row for {self.abi.name}", offset=off if off >= 0 else None, path=self.path)
-        start, end = self._row_range(r, pc)
-        signal = bool(self.fre_signal[r])
-        if self.fre_outermost[r]:
-            return outermost_row(start, end, signal=signal)
-        ck = int(self.fre_cfa_kind[r])
-        cfa_kind = CFA_KINDS[ck]
-        cfa_reg = None if ck in (CFA_SP, CFA_FP) else int(self.fre_cfa_reg[r])
-        cfa = CfaRule(cfa_kind, int(self.fre_cfa_offset[r]), cfa_reg)
-        ra = _rule(int(self.fre_ra_kind[r]), int(self.fre_ra_offset[r]), int(self.fre_ra_reg[r]))
-        fp = _rule(int(self.fre_fp_kind[r]), int(self.fre_fp_offset[r]), int(self.fre_fp_reg[r]))
-        return UnwindRow(cfa=cfa, ra=ra, fp=fp, ra_signed=bool(self.fre_mangled[r]),
-                         pauth_key=PAuthKey.B if self.fre_pauth[r] else PAuthKey.A,
-                         outermost=False, signal=signal, start=start, end=end)
+        i = fre_fde[r]
+        if self._pcmask_list[i]:
+            start, end = self._row_range(r, pc, i)
+        else:
+            start, end = abs_start[r], abs_end[r]
+        signal = signal_l[r]
+        if outermost[r]:
+            return outermost_row(start, end, signal=bool(signal))
+        rules = self._rules
+        ck = cfa_kind[r]
+        key = (ck, cfa_off[r], cfa_reg[r])
+        cfa = rules.get(key)
+        if cfa is None:
+            cfa = rules[key] = CfaRule(CFA_KINDS[ck], cfa_off[r],
+                                       None if ck in (CFA_SP, CFA_FP) else cfa_reg[r])
+        key = (-1 - ra_kind[r], ra_off[r], ra_reg[r])
+        ra = rules.get(key)
+        if ra is None:
+            ra = rules[key] = _rule(ra_kind[r], ra_off[r], ra_reg[r])
+        key = (-1 - fp_kind[r], fp_off[r], fp_reg[r])
+        fp = rules.get(key)
+        if fp is None:
+            fp = rules[key] = _rule(fp_kind[r], fp_off[r], fp_reg[r])
+        return UnwindRow(cfa, ra, fp, bool(mangled[r]), PAuthKey.B if pauth[r] else PAuthKey.A,
+                         False, bool(signal), start, end)
 
     # -----------------------------------------------------------------------------------
     def find_many(self, pcs: np.ndarray | list[int]) -> FindManyResult:
