@@ -6,6 +6,7 @@
  */
 #include "truth.h"
 #include "zlib.h"
+#define LZ4_STATIC_LINKING_ONLY
 #include "lz4.h"
 #define XXH_STATIC_LINKING_ONLY
 #include "xxhash.h"
@@ -111,6 +112,163 @@ static noinline unsigned long lz4_roundtrip(int acceleration)
 	return XXH32(packed, (size_t)packed_len, 0) ^ ((unsigned long)packed_len << 32);
 }
 
+/* zlib beyond one-shot: a preset dictionary (inflate's Z_NEED_DICT path), a mid-stream
+ * deflateParams, sync flushes of small chunks, raw deflate, and inflate into a small output
+ * window called many times. */
+static noinline unsigned long zlib_streaming(void)
+{
+	static const unsigned char dict[] = "unwind the interrupted stack reliably frame pointers";
+	z_stream strm;
+	unsigned long packed_len, out_len = 0, sum = 0;
+	int ret;
+
+	memset(&strm, 0, sizeof(strm));
+	arena_used = 0;
+	strm.zalloc = arena_alloc;
+	strm.zfree = arena_free;
+	if (deflateInit2(&strm, 5, Z_DEFLATED, 11, 5, Z_DEFAULT_STRATEGY) != Z_OK)
+		return 11;
+	deflateSetDictionary(&strm, dict, sizeof(dict) - 1);
+	strm.next_out = packed;
+	strm.avail_out = sizeof(packed);
+	for (unsigned long off = 0; off < INPUT_SIZE; off += 700) {
+		unsigned long n = INPUT_SIZE - off < 700 ? INPUT_SIZE - off : 700;
+
+		if (off == 2800)
+			deflateParams(&strm, 8, Z_FILTERED);
+		strm.next_in = input + off;
+		strm.avail_in = (uInt)n;
+		ret = deflate(&strm, off + n >= INPUT_SIZE ? Z_FINISH : Z_SYNC_FLUSH);
+		if (ret != Z_OK && ret != Z_STREAM_END)
+			return 12;
+	}
+	packed_len = strm.total_out;
+	sum += deflateBound(&strm, INPUT_SIZE);
+	deflateEnd(&strm);
+
+	memset(&strm, 0, sizeof(strm));
+	arena_used = 0;
+	strm.zalloc = arena_alloc;
+	strm.zfree = arena_free;
+	if (inflateInit2(&strm, 11) != Z_OK)
+		return 13;
+	strm.next_in = packed;
+	strm.avail_in = (uInt)packed_len;
+	do {
+		strm.next_out = unpacked + out_len;
+		strm.avail_out = INPUT_SIZE - out_len < 97 ? (uInt)(INPUT_SIZE - out_len) : 97;
+		ret = inflate(&strm, Z_NO_FLUSH);
+		if (ret == Z_NEED_DICT)
+			ret = inflateSetDictionary(&strm, dict, sizeof(dict) - 1);
+		out_len = strm.total_out;
+	} while (ret == Z_OK && out_len < INPUT_SIZE);
+	if (ret == Z_OK)
+		ret = inflate(&strm, Z_FINISH);
+	inflateEnd(&strm);
+	if (ret != Z_STREAM_END || memcmp(input, unpacked, INPUT_SIZE) != 0)
+		return 14;
+
+	/* raw deflate (no zlib header) of a slice, inflated in one call */
+	memset(&strm, 0, sizeof(strm));
+	arena_used = 0;
+	strm.zalloc = arena_alloc;
+	strm.zfree = arena_free;
+	if (deflateInit2(&strm, 3, Z_DEFLATED, -9, 3, Z_DEFAULT_STRATEGY) != Z_OK)
+		return 15;
+	strm.next_in = input + 100;
+	strm.avail_in = 2000;
+	strm.next_out = packed;
+	strm.avail_out = sizeof(packed);
+	if (deflate(&strm, Z_FINISH) != Z_STREAM_END)
+		return 16;
+	packed_len = strm.total_out;
+	deflateEnd(&strm);
+	memset(&strm, 0, sizeof(strm));
+	arena_used = 0;
+	strm.zalloc = arena_alloc;
+	strm.zfree = arena_free;
+	if (inflateInit2(&strm, -9) != Z_OK)
+		return 17;
+	strm.next_in = packed;
+	strm.avail_in = (uInt)packed_len;
+	strm.next_out = unpacked;
+	strm.avail_out = sizeof(unpacked);
+	ret = inflate(&strm, Z_FINISH);
+	inflateEnd(&strm);
+	if (ret != Z_STREAM_END || memcmp(input + 100, unpacked, 2000) != 0)
+		return 18;
+	return sum + packed_len;
+}
+
+/* LZ4 streaming (compress_fast_continue / decompress_safe_continue), destSize, partial. */
+static noinline unsigned long lz4_streaming(void)
+{
+	static LZ4_stream_t stream;
+	static LZ4_streamDecode_t decode;
+	unsigned long sum = 0;
+	int in_off = 0, out_len, src_size;
+
+	LZ4_initStream(&stream, sizeof(stream));
+	LZ4_setStreamDecode(&decode, 0, 0);
+	while (in_off < INPUT_SIZE) {
+		int n = INPUT_SIZE - in_off < 1000 ? INPUT_SIZE - in_off : 1000;
+		int c = LZ4_compress_fast_continue(&stream, (const char *)input + in_off,
+						   (char *)packed, n, sizeof(packed), 2);
+
+		if (c <= 0)
+			return 21;
+		out_len = LZ4_decompress_safe_continue(&decode, (const char *)packed,
+						       (char *)unpacked + in_off, c, n);
+		if (out_len != n)
+			return 22;
+		sum += (unsigned long)c;
+		in_off += n;
+	}
+	if (memcmp(input, unpacked, INPUT_SIZE) != 0)
+		return 23;
+	src_size = INPUT_SIZE;
+	/* the _extState variant: LZ4_compress_destSize() puts a 16 KiB state on the stack */
+	out_len = LZ4_compress_destSize_extState(lz4_state, (const char *)input, (char *)packed,
+						 &src_size, 900, 1);
+	if (out_len <= 0)
+		return 24;
+	out_len = LZ4_decompress_safe_partial((const char *)packed, (char *)unpacked, out_len,
+					      300, sizeof(unpacked));
+	if (out_len < 300 || memcmp(input, unpacked, 300) != 0)
+		return 25;
+	return sum ^ ((unsigned long)src_size << 20);
+}
+
+/* xxHash: one-shot at every length class of XXH3 (0, 1-3, 4-8, 9-16, 17-128, 129-240,
+ * long), 128-bit, and the streaming APIs. */
+static noinline unsigned long xxhash_variety(void)
+{
+	static XXH3_state_t state3;
+	static XXH64_state_t state64;
+	static XXH32_state_t state32;
+	static const unsigned long lengths[] = { 0, 2, 6, 12, 40, 200, 1000, 4100 };
+	unsigned long h = 0;
+
+	for (unsigned long i = 0; i < sizeof(lengths) / sizeof(lengths[0]); i++) {
+		XXH128_hash_t h128 = XXH3_128bits(input + i, lengths[i]);
+
+		h = h * 33 + XXH3_64bits(input + i, lengths[i]) + h128.low64 + h128.high64;
+		h ^= XXH32(input + i, lengths[i], (unsigned)i);
+	}
+	XXH3_INITSTATE(&state3);
+	XXH3_64bits_reset_withSeed(&state3, 99);
+	XXH64_reset(&state64, 7);
+	XXH32_reset(&state32, 3);
+	for (unsigned long off = 0; off < INPUT_SIZE; off += 333) {
+		unsigned long n = INPUT_SIZE - off < 333 ? INPUT_SIZE - off : 333;
+
+		XXH3_64bits_update(&state3, input + off, n);
+		XXH64_update(&state64, input + off, n);
+		XXH32_update(&state32, input + off, n);
+	}
+	return h ^ XXH3_64bits_digest(&state3) ^ XXH64_digest(&state64) ^ XXH32_digest(&state32);
+}
+
 static noinline unsigned long hash_all(const void *buf, unsigned long n)
 {
 	unsigned long h = XXH64(buf, n, 0x5eed);
@@ -146,6 +304,16 @@ static noinline void check_state(unsigned long value)
 		asm volatile("brk #0x800" ::: "memory");
 }
 
+/* Every helper returns a small error code (< 32) on failure: count them for the harness. */
+unsigned long truth_failures;
+
+static noinline unsigned long checked(unsigned long value)
+{
+	if (value < 32)
+		truth_failures++;
+	return value;
+}
+
 unsigned long task_main(void)
 {
 	unsigned long sum = 0;
@@ -155,16 +323,19 @@ unsigned long task_main(void)
 	memmove(text, "sframe truth image", 19);
 	memmove(text + 2, text, 19);	/* overlapping: the backwards path */
 	sum += strlen(text);
-	sum ^= zlib_roundtrip(6, Z_DEFAULT_STRATEGY, 10);
-	sum = sum * 31 + zlib_roundtrip(1, Z_DEFAULT_STRATEGY, 9);
-	sum = sum * 31 + zlib_roundtrip(9, Z_FILTERED, 10);
+	sum ^= checked(zlib_roundtrip(6, Z_DEFAULT_STRATEGY, 10));
+	sum = sum * 31 + checked(zlib_roundtrip(1, Z_DEFAULT_STRATEGY, 9));
+	sum = sum * 31 + checked(zlib_roundtrip(9, Z_FILTERED, 10));
 	check_state(0x77);
-	sum = sum * 31 + zlib_roundtrip(2, Z_HUFFMAN_ONLY, 9);
-	sum = sum * 31 + zlib_roundtrip(3, Z_RLE, 9);
-	sum = sum * 31 + zlib_roundtrip(4, Z_FIXED, 9);
-	sum = sum * 31 + zlib_roundtrip(0, Z_DEFAULT_STRATEGY, 9);
-	sum = sum * 31 + lz4_roundtrip(1);
-	sum = sum * 31 + lz4_roundtrip(8);
+	sum = sum * 31 + checked(zlib_roundtrip(2, Z_HUFFMAN_ONLY, 9));
+	sum = sum * 31 + checked(zlib_roundtrip(3, Z_RLE, 9));
+	sum = sum * 31 + checked(zlib_roundtrip(4, Z_FIXED, 9));
+	sum = sum * 31 + checked(zlib_roundtrip(0, Z_DEFAULT_STRATEGY, 9));
+	sum = sum * 31 + checked(zlib_streaming());
+	sum = sum * 31 + checked(lz4_streaming());
+	sum = sum * 31 + xxhash_variety();
+	sum = sum * 31 + checked(lz4_roundtrip(1));
+	sum = sum * 31 + checked(lz4_roundtrip(8));
 	sum = sum * 31 + hash_all(input, INPUT_SIZE);
 	sum = sum * 31 + hash_all(input + 3, 129);
 	sum = sum * 31 + hash_all(input + 5, 17);

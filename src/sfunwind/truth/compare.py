@@ -175,6 +175,7 @@ def capture_snapshot(capture: Capture, image: TruthImage, *, pac: bool = True) -
         final_record=task_low + THREAD_SIZE - PT_REGS_SIZE + S_STACKFRAME,
         pac_mask=KERNEL_PAC_MASK if pac else 0,
         image=image.path,
+        image_sha256=image.sha256,
         truth={"frames": [hex(x) for x in capture.expected()],
                "interrupted_pc": hex(capture.pc),
                "class": image.point_class(capture.pc),
@@ -341,6 +342,8 @@ def run(image_path: str | Path, *, stride: int | None = 100, sample: int | None 
     _drive(machine, events, on_point)
     total = time.perf_counter() - t0
     summary.result_ok = machine.done and machine.result() == ref.result
+    if machine.done and machine.failures():
+        raise HarnessError(f"{image_path}: {machine.failures()} workload round trips failed")
     if not summary.result_ok:
         raise HarnessError(f"{image_path}: the interrupted run's result differs from the "
                            "reference run: the interrupts were not transparent")

@@ -307,6 +307,11 @@ class Machine:
         data = self.uc.mem_read(self.image.symbol("truth_result").address, 8)
         return int.from_bytes(data, "little")
 
+    def failures(self) -> int:
+        """How many of the task's workloads reported an error (0: every round trip worked)."""
+        data = self.uc.mem_read(self.image.symbol("truth_failures").address, 8)
+        return int.from_bytes(data, "little")
+
     @property
     def done(self) -> bool:
         return self._done
@@ -334,6 +339,10 @@ class Machine:
         saved_pending = self._pending
         saved_globals = [(a, bytes(uc.mem_read(a, n))) for a, n in self._handler_globals]
         interrupted = self.pc
+        sp = uc.reg_read(c.UC_ARM64_REG_SP)
+        if not any(lo < sp <= hi for lo, hi in self.stacks.values()):
+            raise HarnessError(f"interrupted at {self.image.format_pc(interrupted)} with sp "
+                               f"{sp:#x} outside the task and IRQ stacks (stack overflow?)")
         context = self.context()
         nesting = sum(isinstance(e, ExceptionMarker) for e in self.shadow)
         uc.mem_write(self.irq_action, IRQ_ACTION_SNAPSHOT.to_bytes(8, "little"))

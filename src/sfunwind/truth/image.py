@@ -9,7 +9,8 @@ per-instruction point classes), and labels every instruction with a *point class
 ``body``      C function, frame record built
 ``epilogue``  after ``ldp x29, x30`` up to and including the ``ret``
 ``tail-call`` the same window when it ends in ``b other_function`` (a sibling call)
-``leaf``      C function without a frame record (RA in x30 throughout)
+``leaf``      C function without a frame record (RA in x30 throughout); its ``b`` to
+              another function is ``tail-call``
 ``asm-cfi``   hand-written asm with CFI (SYM_LEAF_FUNC-style, ``call_on_irq_stack``)
 ``asm-nocfi`` hand-written asm without CFI (memset/memcpy-like)
 ``entry``     vectors and exception entry/exit code (exceptions are never taken there)
@@ -21,6 +22,7 @@ never from the SFrame or CFI that is under test.
 from __future__ import annotations
 
 import bisect
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,6 +82,7 @@ class TruthImage:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         try:
+            self.sha256 = hashlib.sha256(self.path.read_bytes()).hexdigest()
             with open(self.path, "rb") as fh:
                 elf = ELFFile(fh)
                 if elf["e_machine"] != "EM_AARCH64":
@@ -216,7 +219,10 @@ def _label_function(insns: list[tuple[str, str]], kinds: np.ndarray, words: np.n
              if (m == "mov" and ops.replace(" ", "") == "x29,sp")
              or (m == "add" and ops.replace(" ", "").startswith("x29,sp,"))]
     if not links:
-        return [CLASS_INDEX["leaf"]] * len(norm)
+        # no frame record: a sibling call out of it (b other_function) is the tail-call point
+        return [CLASS_INDEX["tail-call"] if kinds[k] == KIND_B
+                and not start <= start + 4 * k + _branch_offset(int(words[k])) < end
+                else CLASS_INDEX["leaf"] for k in range(len(norm))]
     labels: list[int] = []
     state = "prologue"
     window: list[int] = []  # indices of the current epilogue window

@@ -332,3 +332,14 @@ def unwind_inputs(snapshot: Snapshot, *, image: str | Path | None = None):  # ty
     else:
         start = start_from_regs(Regs(pc=r["pc"], sp=r["sp"], fp=r["x29"], lr=r["x30"]))
     return ctx, task, start
+
+
+def trace_snapshot_file(path: str | Path, mode, *, image: str | Path | None = None,  # type: ignore[no-untyped-def]
+                        max_entries: int = 100):
+    """Load *path* and unwind it in *mode*: the ``Trace`` (``sfunwind kernel trace
+    --snapshot``).  *image* overrides the snapshot's ELF (SFrame rows and symbols)."""
+    from sfunwind.unwind.arm64 import unwind
+
+    snap = load_snapshot(path)
+    ctx, task, start = unwind_inputs(snap, image=image)
+    return unwind(ctx, task, start, mode, max_entries=max_entries)

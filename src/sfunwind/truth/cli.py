@@ -1,0 +1,150 @@
+"""``sfunwind truth``: interrupt the truth image everywhere and compare unwinders."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from sfunwind.cli.main import command_group
+from sfunwind.errors import ExitCode, UsageError
+
+BUILDS = ("sibcall", "nosibcall")
+
+
+def default_image_dir() -> Path:
+    env = os.environ.get("SFUNWIND_TRUTH_IMAGES")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[3] / "tests" / "data" / "truth"
+
+
+def _images(args: argparse.Namespace) -> list[Path]:
+    if args.image:
+        return [Path(p) for p in args.image]
+    builds = BUILDS if args.build == "all" else (args.build,)
+    paths = [default_image_dir() / f"truth-{b}.elf" for b in builds]
+    for p in paths:
+        if not p.exists():
+            raise UsageError(f"truth image {p} not found (use --image ELF or set "
+                             "SFUNWIND_TRUTH_IMAGES)")
+    return paths
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    group = command_group(subparsers, "truth", "ground truth: interrupt real compiled code "
+                          "under emulation and check the unwinders")
+    p = group.add_parser("run", help="interrupt the truth image(s) and print the table",
+                         description="Interrupt the truth image at the first execution of "
+                         "every instruction plus every STRIDE-th instruction (--all: every "
+                         "100th, over 100,000 points per image) or a random sample (--points "
+                         "N), and compare every unwinder mode with the exact shadow-stack "
+                         "truth.  Exit 1 when sframe mode is ever reliable but wrong, or "
+                         "misses a target.")
+    p.add_argument("--image", action="append", metavar="ELF", help="a truth image (repeatable)")
+    p.add_argument("--build", choices=(*BUILDS, "all"), default="all")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--points", type=int, metavar="N", help="a random sample of N points")
+    how.add_argument("--all", action="store_true", help="first executions + every 100th")
+    how.add_argument("--stride", type=int, metavar="K", help="first executions + every K-th")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--no-pac", action="store_true", help="do not sign return addresses")
+    p.add_argument("--json", action="store_true", help="machine-readable summary")
+    p.add_argument("--keep-wrong", metavar="DIR",
+                   help="write snapshots of points where sframe mode was wrong into DIR")
+    p.set_defaults(func=cmd_run)
+
+    s = group.add_parser("snapshot", help="write the snapshot of one interruption point",
+                         description="Run the image to a timeline position (or the first "
+                         "execution of SYMBOL+OFFSET), take the IRQ there and write the "
+                         "snapshot (JSON, .xz to compress) with its truth.")
+    s.add_argument("--image", metavar="ELF")
+    s.add_argument("--build", choices=BUILDS, default="sibcall")
+    where = s.add_mutually_exclusive_group(required=True)
+    where.add_argument("--position", type=int, metavar="N", help="instruction N of the timeline")
+    where.add_argument("--at", metavar="SYMBOL+OFF", help="first execution of this PC")
+    s.add_argument("--no-pac", action="store_true")
+    s.add_argument("-o", "--output", required=True, metavar="FILE")
+    s.set_defaults(func=cmd_snapshot)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from sfunwind.truth.compare import format_table, run
+
+    if args.points is not None and args.points < 1:
+        raise UsageError("--points must be positive")
+    if args.stride is not None and args.stride < 1:
+        raise UsageError("--stride must be positive")
+    stride = args.stride or (100 if args.all or args.points is None else None)
+    failed = False
+    docs = []
+    for path in _images(args):
+        keep = 50 if args.keep_wrong else 0
+        summary, kept = run(path, stride=stride if args.points is None else None,
+                            sample=args.points, pac=not args.no_pac, seed=args.seed, keep=keep)
+        doc = summary.to_json()
+        t = doc["sframe_targets"]
+        wrong = sum(r["reliable_wrong"] for r in doc["table"] if r["mode"] == "sframe")
+        ok = (wrong == 0 and t["with_rows_exact_reliable"] == t["with_rows"]
+              and t["without_rows_unreliable_no_row"] == t["without_rows"])
+        doc["sframe_ok"] = ok
+        failed |= not ok
+        docs.append(doc)
+        if args.keep_wrong:
+            out = Path(args.keep_wrong)
+            out.mkdir(parents=True, exist_ok=True)
+            for snap in kept:
+                snap.save(out / f"{path.stem}-{snap.truth['position']}.json.xz")  # type: ignore[index]
+        if not args.json:
+            print(format_table(summary))
+            rate = summary.points / summary.harness_seconds if summary.harness_seconds else 0
+            urate = summary.unwinds / summary.unwind_seconds if summary.unwind_seconds else 0
+            print(f"harness {rate:.0f} points/s; unwinder {urate:.0f} unwinds/s; "
+                  f"sframe {'OK' if ok else 'FAILED'}\n")
+    if args.json:
+        print(json.dumps(docs, indent=1))
+    return ExitCode.FINDINGS if failed else ExitCode.OK
+
+
+def cmd_snapshot(args: argparse.Namespace) -> int:
+    from sfunwind.truth.compare import _drive, capture_snapshot, reference
+    from sfunwind.truth.emulator import Machine
+    from sfunwind.truth.image import TruthImage
+
+    path = Path(args.image) if args.image else default_image_dir() / f"truth-{args.build}.elf"
+    image = TruthImage(path)
+    ref = reference(image)
+    if args.position is not None:
+        position = args.position
+    else:
+        name, _, off = args.at.partition("+")
+        try:
+            pc = image.symbol(name).address + (int(off, 0) if off else 0)
+        except ValueError:
+            raise UsageError(f"bad --at {args.at!r} (SYMBOL or SYMBOL+0xOFF)") from None
+        import numpy as np
+
+        hits = np.flatnonzero(ref.pcs == np.uint64(pc))
+        if not len(hits):
+            raise UsageError(f"{args.at} ({pc:#x}) is never executed")
+        position = int(hits[0])
+    if not 0 < position < ref.length:
+        raise UsageError(f"--position must be in 1..{ref.length - 1}")
+    if image.point_class(int(ref.pcs[position])) == "entry":
+        raise UsageError(f"position {position} is in entry code "
+                         f"({image.format_pc(int(ref.pcs[position]))}): exceptions are "
+                         "never taken there")
+    machine = Machine(image)
+    snaps = []
+
+    def on_point(p: int) -> None:
+        snaps.append(capture_snapshot(machine.interrupt(p), image, pac=not args.no_pac))
+
+    _drive(machine, sorted([(w, 2) for w in ref.work_positions] + [(position, 1)]), on_point)
+    snaps[0].save(args.output)
+    truth = snaps[0].truth or {}
+    print(f"{args.output}: interrupted at {image.format_pc(int(ref.pcs[position]))} "
+          f"[{truth.get('class')}, {truth.get('context')}], "
+          f"{len(truth.get('frames', []))} expected frames")
+    return ExitCode.OK

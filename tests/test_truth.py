@@ -1,0 +1,306 @@
+"""Ground truth: the truth image under unicorn, the shadow stack, snapshots, and the
+comparison of every unwinder mode with the truth (a sampled subset of the full run)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import lzma
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("unicorn")
+
+from sfunwind.cli.main import main as cli_main
+from sfunwind.errors import SnapshotFormatError
+from sfunwind.truth.compare import (
+    KERNEL_PAC_MASK,
+    _drive,
+    capture_snapshot,
+    compare_trace,
+    reference,
+    run,
+    unwind_snapshot,
+)
+from sfunwind.truth.emulator import ExceptionMarker, Machine
+from sfunwind.truth.image import TruthImage
+from sfunwind.truth.snapshot import (
+    load_snapshot,
+    trace_snapshot_file,
+    unwind_inputs,
+)
+from sfunwind.unwind.arm64 import unwind
+from sfunwind.unwind.trace import Mode, Source
+
+DATA = Path(__file__).parent / "data" / "truth"
+IMAGES = {b: DATA / f"truth-{b}.elf" for b in ("sibcall", "nosibcall")}
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def sib() -> TruthImage:
+    return TruthImage(IMAGES["sibcall"])
+
+
+@pytest.fixture(scope="module")
+def sib_ref(sib):  # type: ignore[no-untyped-def]
+    return reference(sib)
+
+
+def capture_at(image: TruthImage, ref, symbol_offset: str, *, occurrence: int = 0):  # type: ignore[no-untyped-def]
+    """Interrupt the image at the n-th execution of SYMBOL+OFF."""
+    name, _, off = symbol_offset.partition("+")
+    pc = image.symbol(name).address + (int(off, 0) if off else 0)
+    hits = np.flatnonzero(ref.pcs == np.uint64(pc))
+    assert len(hits) > occurrence, f"{symbol_offset} executed {len(hits)} times"
+    position = int(hits[occurrence])
+    m = Machine(image)
+    out = []
+    _drive(m, sorted([(w, 2) for w in ref.work_positions] + [(position, 1)]),
+           lambda p: out.append(m.interrupt(p)))
+    assert m.result() == ref.result and m.failures() == 0
+    return out[0]
+
+
+def names(image: TruthImage, pcs: list[int]) -> list[str]:
+    return [image.format_pc(pc).split("+")[0] for pc in pcs]
+
+
+# -- the image ----------------------------------------------------------------------------
+
+def test_image_layout_matches_the_kernel(sib: TruthImage) -> None:
+    # kernel_entry's offsets: x29 = sp + 296, type PT_REGS at +312, lr/sp at 240/248
+    entry = sib.symbol("el1h_64_irq")
+    words = sib.words[sib.index(entry.address): sib.index(entry.address + entry.size)]
+    from capstone import CS_ARCH_ARM64, CS_MODE_ARM, Cs
+
+    text = [f"{m} {o}" for _a, _n, m, o in Cs(CS_ARCH_ARM64, CS_MODE_ARM).disasm_lite(
+        words.tobytes(), entry.address)]
+    assert "stp x30, x21, [sp, #0xf0]" in text
+    assert "stp xzr, xzr, [sp, #0x128]" in text
+    assert "str x0, [sp, #0x138]" in text
+    assert "add x29, sp, #0x128" in text
+    assert "stp x22, x23, [sp, #0x100]" in text
+    # every point class occurs in real code
+    classes = {sib.point_class(s.address) for s in sib.functions()}
+    assert {"prologue", "leaf", "asm-cfi", "asm-nocfi", "entry"} <= classes
+    # sibling calls: the sibcall build has tail-call windows, the other build none
+    nosib = TruthImage(IMAGES["nosibcall"])
+    count = {b: int(np.count_nonzero(img.classes == 3)) for b, img in
+             (("sib", sib), ("nosib", nosib))}
+    assert count["sib"] > 40 and count["nosib"] == 0
+
+
+def test_uninterrupted_and_interrupted_runs_agree(sib: TruthImage, sib_ref) -> None:  # type: ignore[no-untyped-def]
+    m = Machine(sib)
+    while m.advance(5_000_000):
+        pass
+    assert m.failures() == 0  # every zlib/LZ4 round trip decompressed to its input
+    assert m.result() == sib_ref.result
+    assert m.shadow == []  # every call returned, every exception erets where it must
+    assert m.stats.sync_exceptions == 1
+
+
+def test_shadow_stack_is_the_real_call_chain(sib: TruthImage, sib_ref) -> None:  # type: ignore[no-untyped-def]
+    cap = capture_at(sib, sib_ref, "inflate_fast+0x40")
+    chain = names(sib, cap.expected())
+    # handlers on the IRQ stack (gic_handle_irq and handle_irq_desc are tail calls here),
+    # the boundary, then the task's real callers from zlib_roundtrip's source
+    assert chain == ["truth_timer_interrupt", "generic_handle_domain_irq", "call_on_irq_stack",
+                     "do_interrupt_handler.constprop.0", "el1_interrupt.constprop.0",
+                     "el1h_64_irq", "inflate_fast", "inflate", "zlib_roundtrip", "task_main",
+                     "ret_from_fork"]
+    assert cap.expected()[6] == cap.pc
+    # independent check: the frame record inflate_fast built holds the shadow's return
+    # address into inflate (the pt_regs x29 points at it)
+    marker = next(e for e in cap.shadow if isinstance(e, ExceptionMarker))
+    low, data = cap.stacks["task"]
+    def word(a: int) -> int:
+        return int.from_bytes(data[a - low: a - low + 8], "little")
+    fp = word(marker.pt_regs + 29 * 8)
+    assert word(fp + 8) == cap.expected()[7]
+
+
+def test_nested_contexts(sib: TruthImage, sib_ref) -> None:  # type: ignore[no-untyped-def]
+    # an IRQ inside the WARN (BRK) handler: two pt_regs on the task stack
+    cap = capture_at(sib, sib_ref, "bug_handler_work+0x30")
+    assert cap.context == "sync" and cap.nesting == 1
+    assert names(sib, cap.expected()) == [
+        "truth_timer_interrupt", "generic_handle_domain_irq", "call_on_irq_stack",
+        "do_interrupt_handler.constprop.0", "el1_interrupt.constprop.0", "el1h_64_irq",
+        "bug_handler_work", "el1_dbg", "el1h_64_sync",  # el1h_64_sync_handler: tail call
+        "check_state.constprop.0", "task_main", "ret_from_fork"]
+    # an IRQ while already on the IRQ stack: no second call_on_irq_stack
+    cap = capture_at(sib, sib_ref, "irq_work+0x20")
+    assert cap.context == "irq" and cap.nesting == 1
+    assert names(sib, cap.expected()) == [
+        "truth_timer_interrupt", "generic_handle_domain_irq",
+        "do_interrupt_handler.constprop.0", "el1_interrupt.constprop.0", "el1h_64_irq",
+        "irq_work", "generic_handle_domain_irq", "call_on_irq_stack",
+        "do_interrupt_handler.constprop.0", "el1_interrupt.constprop.0", "el1h_64_irq",
+        "longest_match", "deflate_slow", "deflate", "zlib_roundtrip", "task_main",
+        "ret_from_fork"]
+    trace = unwind_snapshot(capture_snapshot(cap, sib), Mode.SFRAME)
+    assert trace.reliable and trace.pcs == cap.expected()
+    assert {f.stack for f in trace.frames} >= {"irq", "task"}
+
+
+def test_prologue_leaf_and_unannotated_verdicts(sib: TruthImage, sib_ref) -> None:  # type: ignore[no-untyped-def]
+    # function entry of a framed C function: LR is live -> (L) in sframe mode
+    cap = capture_at(sib, sib_ref, "inflate+0x0")
+    snap = capture_snapshot(cap, sib)
+    tr = unwind_snapshot(snap, Mode.SFRAME)
+    assert tr.reliable and tr.pcs == cap.expected()
+    p = next(i for i, f in enumerate(tr.frames) if f.source is Source.REGS_PC)
+    assert tr.frames[p + 1].source is Source.REGS_LR
+    # upstream and fp skip the LR-only caller
+    up = compare_trace(unwind_snapshot(snap, Mode.UPSTREAM), cap.expected())
+    assert not up.exact and not up.reliable and up.first_diff == p + 1
+    # unannotated memcpy: FP fallback for display, unreliable for the right reason
+    cap = capture_at(sib, sib_ref, "memcpy+0x10")
+    tr = unwind_snapshot(capture_snapshot(cap, sib), Mode.SFRAME)
+    assert not tr.reliable and "sframe-no-row" in [r.code for r in tr.reasons]
+
+
+def test_pac_signed_return_addresses_are_stripped(sib: TruthImage, sib_ref) -> None:  # type: ignore[no-untyped-def]
+    cap = capture_at(sib, sib_ref, "deflate_slow+0x40", occurrence=3)
+    snap = capture_snapshot(cap, sib, pac=True)
+    raw = b"".join(d for _a, d in snap.memory)
+    words = np.frombuffer(raw, dtype="<u8")
+    signed = words[(words >> np.uint64(48)) != np.uint64(0xFFFF)]
+    live = set(cap.expected())
+    assert sum(int(w) | KERNEL_PAC_MASK in live for w in signed) >= 4
+    tr = unwind_snapshot(snap, Mode.SFRAME)
+    assert tr.reliable and tr.pcs == cap.expected()
+    assert any(f.raw_pc != f.pc for f in tr.frames)
+    # the same memory without the mask cannot be unwound to the truth
+    ctx, task, start = unwind_inputs(snap)
+    ctx.pac_mask = 0
+    assert unwind(ctx, task, start, Mode.SFRAME).pcs != cap.expected()
+
+
+@pytest.mark.parametrize("build", ["sibcall", "nosibcall"])
+def test_sampled_run_meets_the_targets(build: str) -> None:
+    summary, _ = run(IMAGES[build], stride=None, sample=1200, seed=7)
+    doc = summary.to_json()
+    assert summary.result_ok and summary.pc_mismatches == 0
+    assert summary.points >= 1100
+    assert set(summary.contexts) == {"task", "sync", "irq"}
+    table = {(r["mode"], r["class"]): r for r in doc["table"]}
+    # sframe: never reliable-but-wrong; exact wherever every boundary PC has rows;
+    # unreliable with sframe-no-row where one has none
+    assert all(r["reliable_wrong"] == 0 for (m, _c), r in table.items() if m == "sframe")
+    t = doc["sframe_targets"]
+    assert t["with_rows"] > 1000
+    assert t["with_rows_exact_reliable"] == t["with_rows"], t["with_rows_failures"]
+    assert t["without_rows"] > 0
+    assert t["without_rows_unreliable_no_row"] == t["without_rows"]
+    # upstream never claims a trace across pt_regs reliable and is wrong wherever LR is live
+    for (m, c), r in table.items():
+        if m == "upstream":
+            assert r["reliable"] == 0
+            if c in ("prologue", "leaf", "asm-cfi"):
+                assert r["exact"] == 0
+        if m == "fp":
+            assert r["reliable"] == 0 and r["exact"] == 0  # stops at the first pt_regs
+    assert table[("upstream", "body")]["exact"] > 0.9 * table[("upstream", "body")]["points"]
+
+
+# -- snapshots ------------------------------------------------------------------------------
+
+def test_snapshot_roundtrip_and_cli(sib: TruthImage, sib_ref, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    cap = capture_at(sib, sib_ref, "longest_match+0x20", occurrence=5)
+    snap = capture_snapshot(cap, sib)
+    for name in ("s.json", "s.json.xz"):
+        snap.save(tmp_path / name)
+        back = load_snapshot(tmp_path / name)
+        assert back.registers == snap.registers and back.memory == snap.memory
+        assert back.expected_frames() == cap.expected()
+        assert back.final == snap.final and back.pac_mask == KERNEL_PAC_MASK
+    # the image path is stored relative to the snapshot when possible, else absolute
+    doc = json.loads((tmp_path / "s.json").read_text())
+    assert Path(doc["image"]).is_absolute() and doc["image_sha256"] == sib.sha256
+    tr = trace_snapshot_file(tmp_path / "s.json.xz", Mode.SFRAME)
+    assert tr.reliable and tr.pcs == cap.expected()
+    tr = trace_snapshot_file(tmp_path / "s.json.xz", Mode.UPSTREAM)
+    assert not tr.reliable and tr.reasons[0].code == "exception-boundary"
+    rc = cli_main(["truth", "snapshot", "--at", "adler32_z+0x30", "-o",
+                   str(tmp_path / "a.json")])
+    assert rc == 0
+    assert load_snapshot(tmp_path / "a.json").truth["class"] in ("leaf", "body", "prologue")
+
+
+@pytest.mark.parametrize("name", ["snapshot-inflate_fast.json.xz", "snapshot-memcpy.json.xz"])
+def test_committed_snapshots(name: str) -> None:
+    snap = load_snapshot(DATA / name)
+    assert snap.image is not None and snap.image.exists()
+    tr = trace_snapshot_file(DATA / name, Mode.SFRAME)
+    if snap.truth["class"] == "asm-nocfi":  # type: ignore[index]
+        assert not tr.reliable and tr.reasons[0].code == "sframe-no-row"
+    else:
+        assert tr.reliable and tr.pcs == snap.expected_frames()
+
+
+def _corrupt(tmp_path: Path, edit) -> Path:  # type: ignore[no-untyped-def]
+    doc = json.loads(lzma.decompress((DATA / "snapshot-inflate_fast.json.xz").read_bytes()))
+    doc["image"] = str(DATA / "truth-sibcall.elf")
+    edit(doc)
+    p = tmp_path / "bad.json"
+    p.write_text(json.dumps(doc))
+    return p
+
+
+@pytest.mark.parametrize("edit, needle", [
+    (lambda d: d.update(format="elf"), "format"),
+    (lambda d: d.update(version=9), "version"),
+    (lambda d: d["registers"].pop("x29"), "missing x29"),
+    (lambda d: d["registers"].update(pc="0xnothex"), "registers.pc"),
+    (lambda d: d["registers"].update(pc="0x1" + "0" * 17), "64-bit"),
+    (lambda d: d["stacks"][0].update(low=d["stacks"][0]["high"]), "stacks[0]"),
+    (lambda d: d["memory"][0].update(data="!!"), "base64"),
+    (lambda d: d["memory"].append(dict(d["memory"][0])), "overlaps"),
+    (lambda d: d.update(pt_regs={"size": 100, "stackframe": 296}), "pt_regs"),
+    (lambda d: d.update(start="elsewhere"), "start"),
+    (lambda d: d.update(image_sha256="0" * 64), "image_sha256"),
+])
+def test_bad_snapshots_are_typed_errors(tmp_path: Path, edit, needle: str) -> None:  # type: ignore[no-untyped-def]
+    p = _corrupt(tmp_path, edit)
+    with pytest.raises(SnapshotFormatError) as err:
+        snap = load_snapshot(p)
+        unwind_inputs(snap)
+    assert needle in str(err.value) and str(p) in str(err.value)
+
+
+def test_not_json_names_the_offset(tmp_path: Path) -> None:
+    p = tmp_path / "x.json"
+    p.write_text('{"format": "sfunwind-snapshot",,}')
+    with pytest.raises(SnapshotFormatError, match=r"offset 0x1f"):
+        load_snapshot(p)
+    p.write_bytes(b"\xfd7zXZ\x00garbage")
+    with pytest.raises(SnapshotFormatError, match="xz"):
+        load_snapshot(p)
+
+
+def test_cli_run_json() -> None:
+    out = subprocess.run([sys.executable, "-m", "sfunwind.cli.main", "truth", "run",
+                          "--build", "nosibcall", "--points", "150", "--json"],
+                         capture_output=True, text=True, check=False, timeout=300)
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc[0]["sframe_ok"] and doc[0]["points"] >= 140
+
+
+# -- the build -------------------------------------------------------------------------------
+
+@pytest.mark.toolchain
+def test_images_rebuild_byte_identical(sid) -> None:  # type: ignore[no-untyped-def]
+    out = subprocess.run([sys.executable, str(REPO / "tools" / "build_truth_image.py"),
+                          "--sid", str(sid.root), "--check"],
+                         capture_output=True, text=True, check=False, timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    for b, path in IMAGES.items():
+        assert hashlib.sha256(path.read_bytes()).hexdigest() in out.stdout, b
