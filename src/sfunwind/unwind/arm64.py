@@ -291,9 +291,9 @@ class _State:
     kr_cur: int = 0
     found_on: str | None = None  # the stack of the object that produced pc
     unreliable: list[UnwindError] = field(default_factory=list)  # set by a fallback step
-    # (stack, CFA) of the function whose frame record fp points at, from its CFI at the
-    # call it is suspended in; its caller's record must lie at or above that CFA
-    frame_cfa: tuple[str, int] | None = None
+    # the CFA of the function whose frame record fp points at, from its CFI at the call it
+    # is suspended in; its caller's record must lie at or above that CFA
+    frame_cfa: int | None = None
 
 
 _UNKNOWN = StackInfo("unknown", 0, 0)
@@ -394,12 +394,12 @@ class _Walker:
                 "frame-shape", f"return address {st.pc:#x}: the CFI at the call ({row.describe()}) "
                 "has no saved frame record", st.pc))
             return
-        st.frame_cfa = ("", (st.fp - fp_rule.offset) & _MASK64)
+        st.frame_cfa = (st.fp - fp_rule.offset) & _MASK64
 
     def check_caller_record(self, st: _State, name: str, fp: int, new_fp: int,
                             new_pc: int) -> None:
         """The record at fp belongs to the function noted by :meth:`note_frame_cfa`."""
-        _, cfa = st.frame_cfa  # type: ignore[misc]
+        cfa = st.frame_cfa or 0
         st.frame_cfa = None
         info = st.stack if st.stack.on_stack(fp, FRAME_RECORD_SIZE) else None
         high = info.high if info is not None else max(
