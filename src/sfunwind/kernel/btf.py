@@ -358,6 +358,12 @@ class BTF:
             out[self.string(name_off)] = val
         return out
 
+    def var_size(self, name: str) -> int | None:
+        """Size of the type of global/per-cpu variable *name* (a ``VAR`` in BTF), or None."""
+        for var in self.ids_named(name, (KIND_VAR,)):
+            return self.sizeof(int(self._size_type[var]))
+        return None
+
     @cached_property
     def _enumerator_index(self) -> dict[str, int]:
         out: dict[str, int] = {}

@@ -63,7 +63,7 @@ def cmd_info(args: argparse.Namespace) -> int:
                 "levels", "lpa2", "kimage_voffset", "phys_offset", "swapper_pg_dir",
                 "pac_mask", "thread_size", "irq_stack_size", "overflow_stack_size",
                 "pt_regs_size", "pt_regs_stackframe", "frame_record_meta_size", "segments",
-                "truncated", "symbols", "btf_types", "cpus"):
+                "truncated", "symbols", "types", "cpus"):
         print(f"{key:22} {d[key]}", file=out)
     for c in prog.cpus():
         regs = c.prstatus

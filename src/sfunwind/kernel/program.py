@@ -28,7 +28,7 @@ from functools import cached_property
 from pathlib import Path
 
 from sfunwind.errors import MemoryFault, MismatchError, UsageError, VmcoreFormatError
-from sfunwind.kernel.btf import BTF, KIND_VAR
+from sfunwind.kernel.btf import BTF
 from sfunwind.kernel.symbols import Symbolizer
 from sfunwind.memory.arm64 import Arm64Translation, KernelAddressSpace
 from sfunwind.memory.elfcore import ElfCore, PrStatus, VmcoreInfo
@@ -214,8 +214,21 @@ class KernelLayout:
     overflow_stack_size: int
     kunwind_source: dict[str, int] = field(default_factory=dict)
 
+    #: The types :meth:`from_types` reads (a DWARF source preloads them in one pass).
+    TYPES = ("struct task_struct", "struct thread_info", "struct cpu_context",
+             "struct thread_struct", "struct signal_struct", "struct rq", "struct pt_regs",
+             "struct frame_record", "struct frame_record_meta", "enum kunwind_source")
+
     @classmethod
     def from_btf(cls, btf: BTF, thread_size: int) -> KernelLayout:
+        return cls.from_types(btf, thread_size)
+
+    @classmethod
+    def from_types(cls, btf, thread_size: int,
+                   symbols: Symbolizer | None = None) -> KernelLayout:
+        """From any type source with ``member``/``offsetof``/``size_of``/``enum``/
+        ``var_size`` (:class:`~sfunwind.kernel.btf.BTF` or
+        :class:`~sfunwind.kernel.dwarf.DwarfTypes`)."""
         t = "struct task_struct"
 
         def off(type_name: str, path: str) -> int:
@@ -239,10 +252,12 @@ class KernelLayout:
             ks = btf.enum("enum kunwind_source")
         except KeyError:
             ks = {}
-        overflow = OVERFLOW_STACK_SIZE_DEFAULT
-        for var in btf.ids_named("overflow_stack", (KIND_VAR,)):
-            overflow = btf.sizeof(int(btf._size_type[var]))
-            break
+        overflow = btf.var_size("overflow_stack")
+        if overflow is None and symbols is not None and "overflow_stack" in symbols:
+            info = symbols.lookup(symbols.address_of("overflow_stack"))
+            overflow = info.elf_size if info is not None else None
+        if not overflow:
+            overflow = OVERFLOW_STACK_SIZE_DEFAULT
         return cls(
             task_struct_size=btf.size_of(t), task_stack=off(t, "stack"),
             task_state=state.offset, task_state_size=state.size,
@@ -456,7 +471,7 @@ class KernelProgram:
     ``layout`` (:class:`KernelLayout`), ``kaslr_offset``, ``pac_mask``, ``build_id``.
     """
 
-    def __init__(self, core: ElfCore, symbols: Symbolizer, types: BTF, *,
+    def __init__(self, core: ElfCore, symbols: Symbolizer, types, *,
                  vmlinux_build_id: str | None = None, check_build_id: bool = True) -> None:
         self.core = core
         self.vmcoreinfo: VmcoreInfo = core.vmcoreinfo
@@ -473,7 +488,7 @@ class KernelProgram:
             core, translation,
             image_range=(image[0], image[1]) if None not in image else None)
         self.pac_mask = translation.pac_mask
-        self.layout = KernelLayout.from_btf(types, self._thread_size())
+        self.layout = KernelLayout.from_types(types, self._thread_size(), symbols)
         self._tasks_cache: dict[int, Task] = {}
         self._cpus: list[Cpu] | None = None
         self._cpu_map: dict[int, Cpu] | None = None
@@ -490,7 +505,7 @@ class KernelProgram:
         Without a vmlinux, symbols come from the kallsyms tables and types from the BTF
         inside the dump (``__start_BTF``..``__stop_BTF``), which needs those pages present.
         """
-        from sfunwind.kernel.elfsections import gnu_build_id, section_headers
+        from sfunwind.kernel.elfsections import SectionMissing, gnu_build_id, section_headers
         from sfunwind.memory.elfcore import open_core
         from sfunwind.memory.files import materialize
 
@@ -526,7 +541,13 @@ class KernelProgram:
         symbols = Symbolizer.from_vmlinux(real, kaslr_offset=info.kernel_offset,
                                           headers=headers)
         symbols.source = str(vmlinux)
-        types = BTF.from_file(real)
+        try:
+            types = BTF.from_file(real)
+        except SectionMissing:  # a kernel without CONFIG_DEBUG_INFO_BTF: the DWARF
+            from sfunwind.kernel.dwarf import DwarfTypes
+
+            types = DwarfTypes(real, display=str(vmlinux))
+            types.preload(list(KernelLayout.TYPES))
         return cls(core, symbols, types, vmlinux_build_id=vm_build_id,
                    check_build_id=check_build_id)
 
@@ -791,5 +812,6 @@ class KernelProgram:
             "frame_record_meta_size": lay.frame_record_meta_size,
             "segments": len(self.core.segments), "truncated": self.core.truncated,
             "cpus": len(self.cpu_ids), "symbols": len(self.symbols),
-            "btf_types": self.types.count - 1,
+            "types": (f"BTF, {self.types.count - 1} types" if isinstance(self.types, BTF)
+                      else "DWARF"),
         }
