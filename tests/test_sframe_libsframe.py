@@ -36,7 +36,8 @@ from sfunwind.sframe.lookup import CFA_KINDS, RULE_KINDS
 from toolchain import Sid
 
 ORACLE_SRC = Path(__file__).parent.parent / "tools" / "libsframe_oracle.c"
-SP_FP = {"a64": (31, 29), "a64be": (31, 29), "x64": (7, 6)}
+SP_FP = {"a64": (31, 29), "a64be": (31, 29), "x64": (7, 6), "s390x": (15, 11)}
+S390X_CFA_ADJUST = 160  # s390x CFA words are encoded: (cfa - 160) / 8 (sframe-format.md §6.3)
 
 
 def _reference(fx: Fixture) -> Oracle:
@@ -67,23 +68,37 @@ def _expected(hit: OracleHit, fde: OracleFDE, oracle: Oracle, arch: str) -> dict
         return exp
     exp["outermost"] = False
     if fde.flex:
-        ctrl, off = w[0], w[1]
-        assert ctrl & 1, f"FLEX CFA control {ctrl:#x} without reg_p at {hit.pc:#x}"
-        exp["cfa"] = (ctrl >> 3, bool(ctrl & 2), off)
-        assert hit.cfa == off  # libsframe's getter agrees with the raw layout
-        if len(w) >= 4 and w[2] != 0:
-            exp["ra"] = _flex_rule(w[2], w[3])
+        # (control, offset) pairs for CFA, RA, FP; control words are unsigned (the oracle
+        # prints every word signed); RA may be a single padding word 0 before an FP pair
+        mask = (1 << 8 * (1, 2, 4, 4)[(hit.fre_info >> 5) & 3]) - 1
+
+        def ctrl(i: int) -> int:
+            return w[i] & mask
+
+        cfa = w[1] * 8 + S390X_CFA_ADJUST if arch == "s390x" else w[1]
+        assert ctrl(0) & 1, f"FLEX CFA control {ctrl(0):#x} without reg_p at {hit.pc:#x}"
+        exp["cfa"] = (ctrl(0) >> 3, bool(ctrl(0) & 2), cfa)
+        assert hit.cfa == cfa  # libsframe's getter agrees with the raw layout
+        if len(w) >= 4 and ctrl(2) != 0:
+            exp["ra"] = _flex_rule(ctrl(2), w[3])
             fp_at = 4
         else:
             # RA padding (or no RA pair): the header's fixed RA offset applies
             exp["ra"] = ("cfa", True, fixed_ra) if fixed_ra else "retain"
-            fp_at = 3 if len(w) >= 3 and w[2] == 0 else 2
-        exp["fp"] = _flex_rule(w[fp_at], w[fp_at + 1]) if len(w) >= fp_at + 2 else "retain"
+            fp_at = 3 if len(w) >= 3 else 2
+        exp["fp"] = _flex_rule(ctrl(fp_at), w[fp_at + 1]) if len(w) >= fp_at + 2 else "retain"
         return exp
     base = sp if hit.fre_info & 1 else fp_reg
-    exp["cfa"] = (base, False, w[0])
-    assert hit.cfa == w[0]
+    cfa = w[0] * 8 + S390X_CFA_ADJUST if arch == "s390x" else w[0]
+    exp["cfa"] = (base, False, cfa)
+    assert hit.cfa == cfa
     rest = list(w[1:])
+    if arch == "s390x":
+        # RA word 0 is padding (FP saved, RA still in r14); v3 has no register-number words
+        ra = rest.pop(0) if rest else 0
+        exp["ra"] = ("cfa", True, ra) if ra else "retain"
+        exp["fp"] = ("cfa", True, rest[0]) if rest else "retain"
+        return exp
     if fixed_ra:
         exp["ra"] = ("cfa", True, fixed_ra)
         # libsframe 2.40's getter ignores the header's fixed RA (its dumper prints "u" too)

@@ -62,16 +62,21 @@ WORK_NAME = "sframe-corpus"
 COMPRESS_ABOVE = 32 * 1024
 
 #: a64 = AArch64 little-endian, a64be = AArch64 big-endian (SFrame ABI 1, the whole section
-#: big-endian; same sources, gcc -mbig-endian, as/ld -EB), x64 = x86-64
-ARCHES = ("a64", "a64be", "x64")
+#: big-endian; same sources, gcc -mbig-endian, as/ld -EB), x64 = x86-64, s390x (SFrame ABI 4,
+#: big-endian; binutils writes SFrame for it from 2.45, so v3 only)
+ARCHES = ("a64", "a64be", "x64", "s390x")
 GCC = {"a64": "aarch64-linux-gnu-gcc", "a64be": "aarch64-linux-gnu-gcc -mbig-endian",
-       "x64": "gcc"}
-AS = {"a64": "aarch64-linux-gnu-as", "a64be": "aarch64-linux-gnu-as -EB", "x64": "as"}
-LD = {"a64": "aarch64-linux-gnu-ld", "a64be": "aarch64-linux-gnu-ld -EB", "x64": "ld"}
+       "x64": "gcc", "s390x": "s390x-linux-gnu-gcc"}
+AS = {"a64": "aarch64-linux-gnu-as", "a64be": "aarch64-linux-gnu-as -EB", "x64": "as",
+      "s390x": "s390x-linux-gnu-as"}
+LD = {"a64": "aarch64-linux-gnu-ld", "a64be": "aarch64-linux-gnu-ld -EB", "x64": "ld",
+      "s390x": "s390x-linux-gnu-ld"}
 OBJDUMP = {"a64": "aarch64-linux-gnu-objdump", "a64be": "aarch64-linux-gnu-objdump",
-           "x64": "objdump"}
+           "x64": "objdump", "s390x": "s390x-linux-gnu-objdump"}
 #: hand-written sources per arch (a64be shares the AArch64 ones)
-ASM_SRC = {"a64": "a64", "a64be": "a64", "x64": "x64"}
+ASM_SRC = {"a64": "a64", "a64be": "a64", "x64": "x64", "s390x": "s390x"}
+#: packages the sid chroot needs beyond tools/sid-toolchain's list (s390x)
+SID_EXTRA = "binutils-s390x-linux-gnu gcc-s390x-linux-gnu"
 COPY_FLAGS = "-O2 -ffreestanding -fno-stack-protector"
 #: C variants of mini.c: name suffix -> extra gcc flags
 VARIANTS = {
@@ -86,6 +91,10 @@ VARIANTS = {
         "-pacb": "-mbranch-protection=pac-ret+leaf+b-key",
     },
     "x64": {
+        "": "",
+        "-fp": "-fno-omit-frame-pointer",
+    },
+    "s390x": {
         "": "",
         "-fp": "-fno-omit-frame-pointer",
     },
@@ -106,6 +115,7 @@ class Toolchain:
     binutils: str  # objdump/libsframe version label
     root: Path | None  # chroot directory, None = the host
     glibc_pie_arches: tuple[str, ...]
+    arches: tuple[str, ...] = ("a64", "a64be", "x64")
     work_dir: Path | None = None  # default: <root>/tmp/sframe-corpus-<name>
 
     @property
@@ -165,22 +175,25 @@ def toolchains() -> list[Toolchain]:
     for root, how in ((sid, "tools/sid-toolchain"), (trixie, "tools/sframe_trixie_toolchain.sh")):
         if not (root / "usr/bin/aarch64-linux-gnu-as").exists():
             raise SystemExit(f"no toolchain chroot at {root} (build it with {how} {root})")
+    if not (sid / "usr/bin/s390x-linux-gnu-gcc").exists():
+        raise SystemExit(f"the sid chroot lacks the s390x cross tools: EXTRA='{SID_EXTRA}' "
+                         f"tools/sid-toolchain {sid}")
     return [
-        Toolchain("v3-binutils-2.47", 3, "2.47", sid, ("a64", "x64")),
+        Toolchain("v3-binutils-2.47", 3, "2.47", sid, ("a64", "x64"), ARCHES),
         Toolchain("v2-binutils-2.44", 2, "2.44", trixie, ("x64",)),
         Toolchain("v1-binutils-2.40", 1, "2.40", None, ("x64",)),
     ]
 
 
-def generate_assembly(sid: Toolchain) -> Path:
+def generate_assembly(sid: Toolchain, arches: tuple[str, ...] = ARCHES) -> Path:
     """gcc 16 -S for every C variant, cpp for every .S: the assembly all toolchains assemble."""
     gen = fresh_dir(sid.work / "gen")
     for src in sorted(SRC.iterdir()):
         shutil.copy(src, gen / src.name)
-    for arch in ARCHES:
+    for arch in arches:
         for suffix, flags in VARIANTS[arch].items():
             sid.run(f"{GCC[arch]} {COPY_FLAGS} {flags} -S mini.c -o mini-{arch}{suffix}.s", gen)
-        if arch != "a64be":  # no big-endian glibc
+        if arch in ("a64", "x64"):  # no big-endian glibc here
             sid.run(f"{GCC[arch]} -O2 -S pie.c -o pie-{arch}.s", gen)
         for stem in ("start", "asm", "big"):
             sid.run(f"{GCC[arch]} -E -P {stem}-{ASM_SRC[arch]}.S -o {stem}-{arch}.s", gen)
@@ -197,7 +210,7 @@ def build(tc: Toolchain, gen: Path) -> dict[str, Path]:
                            if not line.lstrip().startswith((".aeabi_subsection", ".aeabi_attribute")))
         (work / s.name).write_text(text)
     out: dict[str, Path] = {}
-    for arch in ARCHES:
+    for arch in tc.arches:
         objs = ["start", "asm", "big"] + [f"mini{sfx}" for sfx in VARIANTS[arch]]
         if arch in tc.glibc_pie_arches:
             objs.append("pie")
@@ -225,7 +238,10 @@ def build(tc: Toolchain, gen: Path) -> dict[str, Path]:
 
 
 def arch_of(name: str) -> str:
-    return "a64be" if "-a64be" in name else "a64" if "-a64" in name else "x64"
+    for arch in ("a64be", "a64", "s390x"):
+        if f"-{arch}" in name:
+            return arch
+    return "x64"
 
 
 def objdumps(tcs: list[Toolchain], name: str, data: bytes) -> dict[str, tuple[bytes, bytes | None]]:
@@ -281,6 +297,9 @@ def tool_versions(tcs: list[Toolchain]) -> dict[str, dict[str, str]]:
                 "gcc-driver": "gcc --version | head -n1"}
         if tc.sframe_version == 3:
             cmds["aarch64-linux-gnu-gcc"] = "aarch64-linux-gnu-gcc --version | head -n1"
+        if "s390x" in tc.arches:
+            cmds["s390x-linux-gnu-gcc"] = "s390x-linux-gnu-gcc --version | head -n1"
+            cmds["s390x-linux-gnu-as"] = "s390x-linux-gnu-as --version | head -n1"
         out[tc.name] = {k: tc.run(v, Path(tc.root or "/")).stdout.decode().strip()
                         for k, v in cmds.items()}
     return out

@@ -26,6 +26,18 @@ static long sys3(long nr, long a, long b, long c)
 }
 #define SYS_write 1
 #define SYS_exit 60
+#elif defined(__s390x__)
+static long sys3(long nr, long a, long b, long c)
+{
+	register long r1 __asm__("r1") = nr;
+	register long r2 __asm__("r2") = a;
+	register long r3 __asm__("r3") = b;
+	register long r4 __asm__("r4") = c;
+	__asm__ volatile("svc 0" : "+r"(r2) : "r"(r1), "r"(r3), "r"(r4) : "memory");
+	return r2;
+}
+#define SYS_write 4
+#define SYS_exit 1
 #else
 #error unsupported architecture
 #endif
