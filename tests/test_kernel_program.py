@@ -298,3 +298,33 @@ def test_pt_regs_at_top_of_stack_and_in_exception_frames():
     assert not exc.from_user
     assert prog.symbols.lookup(exc.pc).name == "__arch_copy_to_user"
     assert cpu.curr_task.stack_info.contains(exc.address, prog.layout.pt_regs_size)
+
+
+def test_kdump_style_prstatus_matched_by_pid(tmp_path):
+    """kdump writes PRSTATUS with pr_pid = the Linux pid running there, in any order: the
+    registers still go to the right CPU."""
+    import struct as _struct
+
+    from kernel_fixtures import core_notes, core_pages, write_core
+    from sfunwind.memory.elfcore import Note, open_core
+
+    name = "nokaslr/irq-in-fault"
+    core = open_core(vmcore(name))
+    ref = drgn_reference(name)
+    pids = [c["curr_pid"] for c in ref["cpus"]]
+    assert pids[0] != pids[1]
+    prs = [n for n in core.notes if n.name == "CORE" and n.type == 1]
+    others = [n for n in core.notes if not (n.name == "CORE" and n.type == 1)]
+    swapped = []
+    for cpu in (1, 0):
+        desc = bytearray(prs[cpu].desc)
+        _struct.pack_into("<i", desc, 32, pids[cpu])
+        swapped.append(Note("CORE", 1, bytes(desc), 0))
+    core.notes[:] = swapped + others
+    path = tmp_path / "kdump-style.vmcore"
+    write_core(path, core_notes(core), core_pages(core))
+    prog = KernelProgram.open(path, VMLINUX)
+    assert [p.pr_pid for p in prog.core.prstatus] == [pids[1], pids[0]]
+    for cpu, want in zip(prog.cpus(), ref["cpus"], strict=True):
+        assert cpu.prstatus.pc == hexint(want["prstatus"]["pc"])
+        assert cpu.curr_task.pid == cpu.prstatus.pr_pid

@@ -689,19 +689,46 @@ class KernelProgram:
         return None
 
     # -- CPUs ------------------------------------------------------------------------------
+    def _prstatus_for(self, cpus: list[int], currs: list[int]) -> list[PrStatus | None]:
+        """Which ``NT_PRSTATUS`` note holds each online CPU's registers.
+
+        QEMU writes one note per vCPU, in vCPU order, with ``pr_pid`` = index + 1 (offline
+        vCPUs included): CPU n is the note with ``pr_pid == n + 1``.  kdump writes one per
+        CPU it stopped, with ``pr_pid`` = the pid running there: match it with
+        ``rq->curr``'s pid, and fall back to note order when that is ambiguous (pid 0 on
+        several idle CPUs).
+        """
+        notes = self.core.prstatus
+        if notes and [p.pr_pid for p in notes] == list(range(1, len(notes) + 1)):
+            by_index = {p.pr_pid - 1: p for p in notes}
+            return [by_index.get(c) for c in cpus]
+        out: list[PrStatus | None] = []
+        unused = list(notes)
+        for n, curr in enumerate(currs):
+            try:
+                pid = self.task(curr).pid
+            except MemoryFault:
+                pid = None
+            match = [p for p in unused if p.pr_pid == pid]
+            pick = match[0] if len(match) == 1 else (notes[n] if n < len(notes) else None)
+            if pick is not None and pick in unused:
+                unused.remove(pick)
+            out.append(pick)
+        return out
+
     def cpus(self) -> list[Cpu]:
-        """Every online CPU, with the n-th ``NT_PRSTATUS`` note as the n-th online CPU's
-        registers (QEMU writes one per vCPU in order; kdump one per online CPU)."""
+        """Every online CPU with its ``NT_PRSTATUS`` registers (see :meth:`_prstatus_for`),
+        runqueue and per-CPU stacks."""
         if self._cpus is None:
             lay = self.layout
             rq_sym = self.symbol("runqueues")
             out = []
-            for n, (cpu, off) in enumerate(zip(self.cpu_ids, self.per_cpu_offsets,
-                                               strict=True)):
-                rq = (rq_sym + off) & ((1 << 64) - 1)
-                curr = self.read_u64(rq + lay.rq_curr)
+            rqs = [(rq_sym + off) & ((1 << 64) - 1) for off in self.per_cpu_offsets]
+            currs = [self.read_u64(rq + lay.rq_curr) for rq in rqs]
+            notes = self._prstatus_for(self.cpu_ids, currs)
+            for cpu, off, rq, curr, prstatus in zip(self.cpu_ids, self.per_cpu_offsets, rqs,
+                                                    currs, notes, strict=True):
                 idle = self.read_u64(rq + lay.rq_idle)
-                prstatus = self.core.prstatus[n] if n < len(self.core.prstatus) else None
                 out.append(Cpu(self, cpu, off, prstatus, curr, idle,
                                self._percpu_stack("irq_stack_ptr", "irq", cpu, off,
                                                   lay.irq_stack_size),
