@@ -328,3 +328,48 @@ def test_kdump_style_prstatus_matched_by_pid(tmp_path):
     for cpu, want in zip(prog.cpus(), ref["cpus"], strict=True):
         assert cpu.prstatus.pc == hexint(want["prstatus"]["pc"])
         assert cpu.curr_task.pid == cpu.prstatus.pr_pid
+
+
+def test_kretprobe_instances_walk(monkeypatch):
+    """No kretprobe was active in the fixture kernels (every list is empty); a list built
+    with the kernel's own layout (BTF offsets) in front of the dump's memory is decoded in
+    order, and a loop is a typed error."""
+    from sfunwind.memory.base import AddressSpace, SparseMemory
+
+    prog = program("nokaslr/el1-abort")
+    task = prog.threads()[3]
+    assert all(prog.kretprobe_instances(t) == [] for t in prog.threads())
+    t = prog.types
+    link = t.offsetof("struct kretprobe_instance", "llist")
+    ret_off = t.offsetof("struct kretprobe_instance", "ret_addr")
+    fp_off = t.offsetof("struct kretprobe_instance", "fp")
+    base = 0xFFF0_0000_7000_0000
+    insts = [base + 0x100 * i for i in range(3)]
+    chunks = []
+    for i, inst in enumerate(insts):
+        blob = bytearray(0x80)
+        nxt = insts[i + 1] + link if i + 1 < len(insts) else 0
+        blob[link:link + 8] = nxt.to_bytes(8, "little")
+        blob[ret_off:ret_off + 8] = (0xFFFF800080001000 + i).to_bytes(8, "little")
+        blob[fp_off:fp_off + 8] = (0xFFFF800080020000 + 0x10 * i).to_bytes(8, "little")
+        chunks.append((inst, bytes(blob)))
+    fake = SparseMemory(chunks)
+    real = prog.memory
+
+    class Overlay(AddressSpace):
+        def read(self, address, size):
+            return fake.read(address, size) if fake.is_mapped(address, size) else \
+                real.read(address, size)
+
+    monkeypatch.setattr(prog, "memory", Overlay())
+    monkeypatch.setattr(type(task), "kretprobe_instances",
+                        property(lambda self: insts[0] + link))
+    assert prog.kretprobe_instances(task) == [
+        (0xFFFF800080001000 + i, 0xFFFF800080020000 + 0x10 * i) for i in range(3)]
+    loop = bytearray(fake.read(insts[2], 0x80))
+    loop[link:link + 8] = (insts[0] + link).to_bytes(8, "little")
+    fake2 = SparseMemory([*chunks[:2], (insts[2], bytes(loop))])
+    fake.read = fake2.read  # type: ignore[method-assign]
+    fake.is_mapped = fake2.is_mapped  # type: ignore[method-assign]
+    with pytest.raises(VmcoreFormatError, match="loops"):
+        prog.kretprobe_instances(task)

@@ -797,6 +797,35 @@ class KernelProgram:
         record is ``{0, 0}``)."""
         return self.read_u64(address + self.layout.frame_record_meta_type)
 
+    def kretprobe_instances(self, task: Task) -> list[tuple[int, int]]:
+        """``(ret_addr, fp)`` of each ``struct kretprobe_instance`` on the task's
+        ``kretprobe_instances`` llist, most recent first: the real return address a
+        ``__kretprobe_trampoline`` frame stands for, and the frame pointer it belongs to
+        (``kretprobe_find_ret_addr()``).  Empty when no kretprobe is active or the kernel
+        lacks CONFIG_KRETPROBES."""
+        first = task.kretprobe_instances
+        if not first:
+            return []
+        t = self.types
+        link = t.offsetof("struct kretprobe_instance", "llist")
+        next_off = t.offsetof("struct llist_node", "next")
+        ret_off = t.offsetof("struct kretprobe_instance", "ret_addr")
+        fp_off = t.offsetof("struct kretprobe_instance", "fp")
+        out = []
+        seen = set()
+        node = first
+        for _ in range(MAX_TASKS):
+            if not node:
+                return out
+            if node in seen:
+                raise VmcoreFormatError(f"kretprobe_instances of task {task.address:#x} loops "
+                                        f"at {node:#x}")
+            seen.add(node)
+            inst = node - link
+            out.append((self.read_u64(inst + ret_off), self.read_u64(inst + fp_off)))
+            node = self.read_u64(node + next_off)
+        raise VmcoreFormatError(f"kretprobe_instances of task {task.address:#x} too long")
+
     # -- code addresses the unwinder needs -------------------------------------------------
     @cached_property
     def entry_text_ranges(self) -> list[tuple[str, int, int]]:
