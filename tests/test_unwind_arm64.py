@@ -605,3 +605,22 @@ def test_never_scheduled_kthread():
     for mode in (Mode.UPSTREAM, Mode.SFRAME, Mode.FP_ONLY):
         trace = unwind(ctx, stacks, start_from_task(fn(9), final), mode)
         assert names(trace) == ["f9+0x0/0x100 (T)"] and trace.reliable, trace.reasons
+
+
+def test_leaf_annotated_code_that_calls():
+    """§17.2 / §25 24: a function annotated SYM_LEAF (one row: RA in LR) that in fact builds a
+    frame record and calls: after the callee returned, LR is stale and points into the
+    function itself, so the walk reports it twice ((P) then (L)).  The row at the stale
+    return site says "RA in LR", which no function suspended in a call can be: unreliable."""
+    task = SyntheticStack("task", TASK_LOW)
+    final = task.final_regs()
+    caller = task.record((final & ~0xF) - 0x100, final, fn(42) + 0x10)
+    own = task.record(caller - 0x40, caller, fn(41) + 0x20)  # F's own record
+    leaf = sp_row(0, None, None)
+    rows = {fn(40) + off: leaf for off in range(0, 0x100, 4)}
+    regs = Regs(pc=fn(40) + 0x30, sp=own, fp=own, lr=fn(40) + 0x18)  # stale LR into F
+    stacks = TaskStacks.for_task_stack(task.low, task.high, is_current=True)
+    trace = unwind(ctx_for(task, rows=rows), stacks, start_from_regs(regs), Mode.SFRAME)
+    assert names(trace) == ["f40+0x30/0x100 (P)", "f40+0x18/0x100 (L)", "f41+0x20/0x100",
+                            "f42+0x10/0x100"]
+    assert [(r.code, r.index) for r in trace.reasons] == [("frame-shape", 1)]
