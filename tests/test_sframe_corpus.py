@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from sframe_corpus import Fixture, fixtures, linked_fixtures, manifest, objdump_fdes
+from sframe_corpus import CORPUS, Fixture, fixtures, linked_fixtures, manifest, objdump_fdes
 from sfunwind.cli.main import main as cli_main
+from sfunwind.errors import ExitCode, SFrameFormatError
 from sfunwind.sframe import decode, dump_json, dump_text, encode, load, validate
 from toolchain import Sid
 
@@ -186,7 +187,10 @@ def test_v3_corpus_rebuilds_byte_identical(sid: Sid) -> None:
                                arches, work_dir=scratch)
         built = builder.build(tc, builder.generate_assembly(tc, arches))
         v3 = [f for f in fixtures() if f.sframe_version == 3 and f.arch in arches]
-        assert sorted(built) == sorted(f.name for f in v3)
+        discarded = [e["name"] for e in manifest()["discarded"]]
+        assert sorted(built) == sorted([f.name for f in v3] + discarded)
+        for name in discarded:
+            assert built[name].read_bytes() == (CORPUS / "v3-binutils-2.47" / name).read_bytes()
         recorded = manifest()["toolchains"]["v3-binutils-2.47"]
         now = builder.tool_versions([tc])["v3-binutils-2.47"]
         for fx in v3:
@@ -235,3 +239,17 @@ def test_load_without_section_headers_uses_pt_gnu_sframe(fx: Fixture, tmp_path: 
     via_segment = load(path)
     assert encode(via_segment) == encode(decode(raw, section_address=vma))
     assert via_segment.section_address == vma
+
+
+def test_discarded_sframe_is_a_format_error() -> None:
+    """``ld --discard-sframe`` leaves a size-0 .sframe and no PT_GNU_SFRAME; objdump 2.47 says
+    "SFrame decode failure: Corrupt SFrame."; load() raises SFrameFormatError (exit 3) naming
+    the file, and the CLI prints one line and exits 3."""
+    (entry,) = manifest()["discarded"]
+    path = CORPUS / entry["toolchain"] / entry["file"]
+    err = (CORPUS / entry["toolchain"] / entry["objdump"]["2.47"]["err"]).read_text()
+    assert "SFrame decode failure: Corrupt SFrame." in err
+    with pytest.raises(SFrameFormatError) as info:
+        load(path)
+    assert str(path) in str(info.value) and "empty" in str(info.value)
+    assert cli_main(["sframe", "dump", str(path)]) == ExitCode.BAD_INPUT

@@ -30,7 +30,8 @@ For every fixture the script records, next to it:
   the libsframe of the same binutils (see ORACLES), for linked files (libsframe needs a sorted, relocated section): every PC of
   every FDE, gap PCs and PCs just outside.
 
-and ``manifest.json`` listing all of it.  Binaries over 32 KiB are stored xz-compressed.
+and ``manifest.json`` listing all of it (``discarded``: a v3 x86-64 link with
+``--discard-sframe``, whose ``.sframe`` is empty).  Binaries over 32 KiB are stored xz-compressed.
 
 Everything is reproducible: each source is compiled separately (no random temporary object
 names), links use ``--build-id=none``, work directories have fixed names, and xz output is
@@ -225,6 +226,12 @@ def build(tc: Toolchain, gen: Path) -> dict[str, Path]:
         page = " -z max-page-size=4096" if arch != "x64" else ""  # not 64 KiB of padding
         tc.run(f"{LD[arch]} {LINK_PIE}{page} -o {name} start-{arch}.o mini-{arch}.o asm-{arch}.o", work)
         out[name] = work / name
+        if tc.sframe_version == 3 and arch == "x64":
+            # ld 2.46+ --discard-sframe: a size-0 .sframe section and no PT_GNU_SFRAME
+            name = f"mini-{arch}-discarded"
+            tc.run(f"{LD[arch]} {LINK_STATIC} --discard-sframe -o {name} start-{arch}.o "
+                   f"mini-{arch}.o asm-{arch}.o", work)
+            out[name] = work / name
         tc.run(f"{LD[arch]} {LINK_STATIC} -o big-{arch} big-{arch}.o", work)
         out[f"big-{arch}"] = work / f"big-{arch}"
         if arch in tc.glibc_pie_arches:
@@ -322,7 +329,7 @@ def main() -> int:
 
     gen = generate_assembly(tcs[0])
     build_oracles(tcs)
-    manifest: dict = {"toolchains": tool_versions(tcs), "fixtures": []}
+    manifest: dict = {"toolchains": tool_versions(tcs), "fixtures": [], "discarded": []}
     for tc in tcs:
         dest = out_root / tc.name
         fresh_dir(dest)
@@ -349,6 +356,9 @@ def main() -> int:
                     rec["err"] = f"{name}.objdump-{label}.err"
                     (dest / rec["err"]).write_bytes(err)
                 entry["objdump"][label] = rec
+            if name.endswith("-discarded"):
+                manifest["discarded"].append(entry)
+                continue
             entry["libsframe"] = {}
             sec = sframe_section(data)
             if sec is not None and entry["kind"] != "obj":
