@@ -91,6 +91,7 @@ def test_dump_only_open_lists_drgn_tasks(dump_only_core):
     name, path, count = dump_only_core
     prog = KernelProgram.open(path)
     assert prog.symbols.source == "kallsyms" and len(prog.symbols) == count
+    assert prog.vmlinux_path is None
     assert prog.types.count == 124517
     ref = drgn_reference(name)
     mine = sorted((t.pid, t.tgid, t.comm, t.state, t.cpu, t.on_cpu, t.stack)

@@ -373,3 +373,7 @@ def test_kretprobe_instances_walk(monkeypatch):
     fake.is_mapped = fake2.is_mapped  # type: ignore[method-assign]
     with pytest.raises(VmcoreFormatError, match="loops"):
         prog.kretprobe_instances(task)
+
+
+def test_vmlinux_path_recorded():
+    assert program("nokaslr/el1-abort").vmlinux_path == str(VMLINUX)

@@ -467,8 +467,9 @@ class KernelProgram:
     """A vmcore with its vmlinux.  Open with :meth:`open`; everything else is lazy.
 
     Attributes: ``core`` (:class:`ElfCore`), ``vmcoreinfo``, ``memory``
-    (:class:`KernelAddressSpace`), ``symbols`` (:class:`Symbolizer`), ``types`` (:class:`BTF`),
-    ``layout`` (:class:`KernelLayout`), ``kaslr_offset``, ``pac_mask``, ``build_id``.
+    (:class:`KernelAddressSpace`), ``symbols`` (:class:`Symbolizer`), ``types`` (:class:`BTF`
+    or :class:`~sfunwind.kernel.dwarf.DwarfTypes`), ``layout`` (:class:`KernelLayout`),
+    ``kaslr_offset``, ``pac_mask``, ``build_id``, ``vmlinux_path`` (None without vmlinux).
     """
 
     def __init__(self, core: ElfCore, symbols: Symbolizer, types, *,
@@ -480,6 +481,9 @@ class KernelProgram:
         self.kaslr_offset = self.vmcoreinfo.kernel_offset
         self.build_id = self.vmcoreinfo.build_id
         self.vmlinux_build_id = vmlinux_build_id
+        #: The vmlinux as the user named it (``.xz`` possibly), None when opened without
+        #: one (symbols from kallsyms, types from the dump's BTF).
+        self.vmlinux_path: str | None = None
         if check_build_id:
             self._check_match()
         translation = Arm64Translation(self.vmcoreinfo)
@@ -548,8 +552,10 @@ class KernelProgram:
 
             types = DwarfTypes(real, display=str(vmlinux))
             types.preload(list(KernelLayout.TYPES))
-        return cls(core, symbols, types, vmlinux_build_id=vm_build_id,
+        prog = cls(core, symbols, types, vmlinux_build_id=vm_build_id,
                    check_build_id=check_build_id)
+        prog.vmlinux_path = str(vmlinux)
+        return prog
 
     def _check_match(self) -> None:
         """Second line of defence after the build ID: the runtime addresses VMCOREINFO gives
