@@ -326,6 +326,20 @@ def test_ko_tables_of_the_real_module():
                                            "load_elf_binary,1", "ext4:ext4_file_read_iter"]
 
 
+def test_ko_klp_build_tables():
+    m = read_livepatch_module(DATA / "livepatch-sfunwind-ext.ko")
+    assert (m.layout, m.module) == ("klp_object_ext", "livepatch_sfunwind_ext")
+    assert [(o.name, [(f.old_name, f.new_func, f.old_sympos) for f in o.funcs])
+            for o in m.objects] == [
+        (None, [("do_wait", "livepatch_do_wait", 0),
+                ("load_elf_binary", "livepatch_load_elf_binary", 2)])]
+    text = (DATA / "livepatch-sfunwind.pahole.txt").read_text()
+    sizes = dict(re.findall(r"struct (klp_\w+) \{.*?/\* size: (\d+),", text, re.S))
+    assert (m.func_size, m.object_size) == (int(sizes["klp_func_ext"]),
+                                            int(sizes["klp_object_ext"]))
+    assert m.to_json()["layout"] == "klp_object_ext"
+
+
 def test_ko_inferred_struct_sizes_match_pahole():
     # pahole read the unstripped module's DWARF; the parser infers from relocations alone
     text = (DATA / "livepatch-sfunwind.pahole.txt").read_text()

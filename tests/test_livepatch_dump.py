@@ -209,3 +209,14 @@ def test_cli_range_boundaries(capsys):
     d = {t["task"]["pid"]: t for t in json.loads(out)["results"]["upstream"]["tasks"]}
     assert d[1]["verdict"] == "switch"
     assert rc == ExitCode.FINDINGS  # still: two tasks run, four are unreliable upstream
+
+
+def test_cli_klp_build_module(capsys):
+    ext = DATA / "livepatch" / "livepatch-sfunwind-ext.ko"
+    rc, out, _ = cli(capsys, "--ko", str(ext), "--mode", "upstream", "--json")
+    doc = json.loads(out)
+    assert rc == ExitCode.FINDINGS and doc["patch"]["layout"] == "klp_object_ext"
+    starts = [(r["old_name"], r["start"]) for r in doc["ranges"]]
+    # old_sympos 2: the second load_elf_binary by address (compat_binfmt_elf's)
+    assert starts == [("do_wait", 0xFFFF8000800EF488), ("load_elf_binary", 0xFFFF800080637430)]
+    assert doc["results"]["upstream"]["blocking_functions"] == {"do_wait": 2}

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build tests/data/livepatch/livepatch-sfunwind.ko: a real livepatch module compiled by
+# Build tests/data/livepatch/livepatch-sfunwind{,-ext}.ko: real livepatch modules compiled by
 # Debian's kbuild against the linux-headers of 7.2.13+deb14-cloud-arm64 (the kernel of the
 # vmcore fixtures), with the sid chroot's aarch64-linux-gnu-gcc-16.
 #
@@ -24,8 +24,8 @@ PKGVER=7.2.13-1
 [ -x "$SID/usr/bin/aarch64-linux-gnu-gcc-16" ] || { echo "no sid chroot with aarch64-linux-gnu-gcc-16 at $SID" >&2; exit 1; }
 W=/tmp/sfunwind-livepatch-build
 rm -rf "$SID$W" && mkdir -p "$SID$W/debs" "$SID$W/root" "$SID$W/mod" "$SID$W/apt/lists/partial" "$SID$W/apt/cache/archives/partial"
-cp "$OUT/livepatch-sfunwind.c" "$SID$W/mod/"
-echo 'obj-m += livepatch-sfunwind.o' > "$SID$W/mod/Kbuild"
+cp "$OUT/livepatch-sfunwind.c" "$OUT/livepatch-sfunwind-ext.c" "$SID$W/mod/"
+echo 'obj-m += livepatch-sfunwind.o livepatch-sfunwind-ext.o' > "$SID$W/mod/Kbuild"
 
 in_sid() {
   chroot "$SID" /usr/bin/env -i HOME=/root LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive \
@@ -47,11 +47,13 @@ make -s -C \$R/linux-headers-$VER-common O=\$R/linux-headers-$VER-cloud-arm64 M=
   CC=aarch64-linux-gnu-gcc-16 KBUILD_MODPOST_WARN=1 modules
 cd $W/mod
 pahole -C klp_func,klp_object,klp_patch livepatch-sfunwind.ko > livepatch-sfunwind.pahole.txt
+pahole -C klp_func_ext,klp_object_ext livepatch-sfunwind-ext.ko >> livepatch-sfunwind.pahole.txt
 # as Debian ships modules: DWARF stripped, .symtab and .BTF kept
-aarch64-linux-gnu-strip --strip-debug livepatch-sfunwind.ko
+aarch64-linux-gnu-strip --strip-debug livepatch-sfunwind.ko livepatch-sfunwind-ext.ko
 sha256sum ../debs/*.deb > debs.sha256
 "
-cp "$SID$W/mod/livepatch-sfunwind.ko" "$SID$W/mod/livepatch-sfunwind.pahole.txt" "$OUT/"
+cp "$SID$W/mod/livepatch-sfunwind.ko" "$SID$W/mod/livepatch-sfunwind-ext.ko" \
+   "$SID$W/mod/livepatch-sfunwind.pahole.txt" "$OUT/"
 cat "$SID$W/mod/debs.sha256"
-sha256sum "$OUT/livepatch-sfunwind.ko"
+sha256sum "$OUT/livepatch-sfunwind.ko" "$OUT/livepatch-sfunwind-ext.ko"
 rm -rf "${SID:?}$W"

@@ -13,6 +13,12 @@ section:
 * ``klp_func``: ``old_name`` at +0, ``new_func`` at +8, ``old_sympos`` (a plain integer) at +16;
   the array ends at the entry with all three zero (``klp_for_each_func_static``).
 
+Modules made by ``scripts/livepatch/klp-build`` (6.19+) have no static ``klp_patch``: their
+``.init.klp_objects`` section is an array of ``struct klp_object_ext`` (``name``, ``funcs``,
+``callbacks``, ``nr_funcs``) pointing at ``nr_funcs`` ``struct klp_func_ext`` (``old_name``,
+``new_func``, ``sympos``), from which the module's init builds the patch; those layouts are
+fixed by ``include/linux/livepatch_external.h``.
+
 Those external fields have had these offsets since the API's first version; the struct
 *sizes* (the array strides) change between kernels (152/168 bytes for ``klp_func`` /
 ``klp_object`` on 7.2).  They are inferred per array from the symbol's ``st_size`` and the
@@ -92,6 +98,10 @@ class LivepatchModule:
     object_size: int
     livepatch_tag: bool  # .modinfo livepatch=Y
     modinfo: dict[str, str] = field(default_factory=dict)
+    #: ``klp_patch``: a static struct klp_patch (samples/livepatch, kpatch-build);
+    #: ``klp_object_ext``: klp-build's ``.init.klp_objects`` tables (the init code builds the
+    #: klp_patch at load time, with ``replace`` on unless built with KLP_NO_REPLACE).
+    layout: str = "klp_patch"
 
     def spec(self) -> PatchSpec:
         funcs = [FuncSpec(f.old_name, o.name, f.old_sympos, f.new_func)
@@ -100,6 +110,7 @@ class LivepatchModule:
 
     def to_json(self) -> dict[str, object]:
         return {"path": self.path, "module": self.module, "livepatch": self.livepatch_tag,
+                "layout": self.layout,
                 "sizeof_klp_func": self.func_size, "sizeof_klp_object": self.object_size,
                 "objects": [o.to_json() for o in self.objects]}
 
@@ -254,20 +265,23 @@ def _stride(ko: _Ko, section: int, start: int, size: int, required: tuple[int, .
                    f"{ko.sections[section].name}+{start:#x})", ko.file_offset(section, start))
 
 
+def _is_patch_candidate(ko: _Ko, table: dict[int, _Reloc], mod: _Reloc) -> bool:
+    """``.mod = THIS_MODULE`` followed by a pointer into writable, non-code data (``.objs``);
+    rules out e.g. ``file_operations.owner`` followed by a function pointer."""
+    objs = table.get(mod.offset + 8)
+    if mod.symbol != "__this_module" or objs is None or objs.section is None:
+        return False
+    flags = ko.sections[objs.section]["sh_flags"]
+    return bool(flags & 0x1) and not flags & 0x4  # SHF_WRITE, not SHF_EXECINSTR
+
+
 def _find_patch(ko: _Ko) -> tuple[int, _Reloc]:
     """(section of struct klp_patch, its ``objs`` relocation)."""
     candidates = []
     for section, table in ko.relocs.items():
-        for off, r in table.items():
-            if r.symbol != "__this_module":
-                continue
-            objs = table.get(off + 8)
-            if objs is None or objs.section is None:
-                continue
-            flags = ko.sections[objs.section]["sh_flags"]
-            if flags & 0x4 or not flags & 0x1:  # SHF_EXECINSTR / not SHF_WRITE
-                continue  # e.g. file_operations.owner followed by a function pointer
-            candidates.append((section, objs))
+        for r in table.values():
+            if r.symbol == "__this_module" and _is_patch_candidate(ko, table, r):
+                candidates.append((section, table[r.offset + 8]))
     if not candidates:
         raise ko.error("no struct klp_patch (a `.mod = THIS_MODULE, .objs = ...` pair) found: "
                        "not a livepatch module")
@@ -337,6 +351,54 @@ def _funcs(ko: _Ko, section: int, start: int, stride: int) -> Iterator[KoFunc]:
     raise ko.error("klp_func array without terminator", ko.file_offset(section, start))
 
 
+#: ``include/linux/livepatch_external.h`` on 64-bit: klp_object_ext is name, funcs,
+#: callbacks (four pointers and a bool: 40 bytes), nr_funcs; klp_func_ext is old_name,
+#: new_func, sympos.  (pahole on the fixture module: 64 and 24 bytes.)
+KLP_OBJECT_EXT_SIZE = 64
+KLP_OBJECT_EXT_NR_FUNCS = 56
+KLP_FUNC_EXT_SIZE = 24
+KLP_OBJECTS_SECTION = ".init.klp_objects"
+
+
+def _ext_objects(ko: _Ko, section: int) -> list[KoObject]:
+    """klp-build's tables: an array of klp_object_ext filling ``.init.klp_objects``."""
+    data = ko.section_data(section)
+    if len(data) % KLP_OBJECT_EXT_SIZE:
+        raise ko.error(f"{KLP_OBJECTS_SECTION} is {len(data)} bytes, not a multiple of "
+                       f"sizeof(struct klp_object_ext) = {KLP_OBJECT_EXT_SIZE}",
+                       ko.file_offset(section, 0))
+    table = ko.relocs.get(section, {})
+    objects = []
+    for k in range(len(data) // KLP_OBJECT_EXT_SIZE):
+        base = k * KLP_OBJECT_EXT_SIZE
+        name_r, funcs_r = table.get(base), table.get(base + 8)
+        nr = struct.unpack_from("<I" if ko.little else ">I", data,
+                                base + KLP_OBJECT_EXT_NR_FUNCS)[0]
+        if funcs_r is None or funcs_r.section is None:
+            raise ko.error(f"klp_object_ext {k} has no funcs pointer",
+                           ko.file_offset(section, base))
+        fdata_len = len(ko.section_data(funcs_r.section))
+        if nr == 0 or funcs_r.target + nr * KLP_FUNC_EXT_SIZE > fdata_len:
+            raise ko.error(f"klp_object_ext {k}: {nr} klp_func_ext at "
+                           f"{ko.sections[funcs_r.section].name}+{funcs_r.target:#x} do not "
+                           "fit their section", ko.file_offset(section, base))
+        ftable = ko.relocs.get(funcs_r.section, {})
+        funcs = []
+        for j in range(nr):
+            fb = funcs_r.target + j * KLP_FUNC_EXT_SIZE
+            old_r, new_r = ftable.get(fb), ftable.get(fb + 8)
+            if old_r is None or new_r is None:
+                raise ko.error(f"klp_func_ext {j} of object {k} lacks "
+                               f"{'old_name' if old_r is None else 'new_func'}",
+                               ko.file_offset(funcs_r.section, fb))
+            funcs.append(KoFunc(ko.string_at(old_r), ko.function_name(new_r),
+                                ko.u64(funcs_r.section, fb + 16),
+                                ko.file_offset(funcs_r.section, fb)))
+        objects.append(KoObject(ko.string_at(name_r) if name_r is not None else None, funcs,
+                                ko.file_offset(section, base)))
+    return objects
+
+
 def _modinfo(ko: _Ko) -> dict[str, str]:
     for i, sec in enumerate(ko.sections):
         if sec.name == ".modinfo":
@@ -358,14 +420,23 @@ def read_livepatch_module(path: str | Path) -> LivepatchModule:
     except _MALFORMED as exc:
         raise ElfFormatError(f"malformed ELF: {exc}", path=str(path)) from None
     try:
-        _section, objs = _find_patch(ko)
-        objects, ostride, fstride = _objects(ko, objs)
+        ext = next((i for i, sec in enumerate(ko.sections)
+                    if sec.name == KLP_OBJECTS_SECTION), None)
+        layout = "klp_patch"
+        has_patch = any(_is_patch_candidate(ko, t, r)
+                        for t in ko.relocs.values() for r in t.values())
+        if ext is not None and not has_patch:
+            objects = _ext_objects(ko, ext)
+            ostride, fstride, layout = KLP_OBJECT_EXT_SIZE, KLP_FUNC_EXT_SIZE, "klp_object_ext"
+        else:
+            _section, objs = _find_patch(ko)
+            objects, ostride, fstride = _objects(ko, objs)
         if not objects:
-            raise ko.error("struct klp_patch has no objects")
+            raise ko.error("the module describes no klp objects")
         info = _modinfo(ko)
         name = info.get("name") or Path(path).name.removesuffix(".ko")
         return LivepatchModule(str(path), name.replace("-", "_"), objects, fstride, ostride,
-                               info.get("livepatch") == "Y", info)
+                               info.get("livepatch") == "Y", info, layout)
     except (*_MALFORMED, ELFError) as exc:  # pyelftools' exceptions on corrupt data
         raise ElfFormatError(f"malformed ELF: {exc}", path=str(path)) from None
     finally:
