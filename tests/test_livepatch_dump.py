@@ -220,3 +220,23 @@ def test_cli_klp_build_module(capsys):
     # old_sympos 2: the second load_elf_binary by address (compat_binfmt_elf's)
     assert starts == [("do_wait", 0xFFFF8000800EF488), ("load_elf_binary", 0xFFFF800080637430)]
     assert doc["results"]["upstream"]["blocking_functions"] == {"do_wait": 2}
+
+
+def test_cli_stacked_and_unpatch_ranges(capsys):
+    # do_wait already replaced by an earlier patch whose new function is (say) kernel_wait4:
+    # patching searches that function instead of do_wait
+    rc, out, _ = cli(capsys, "--func", "do_wait", "--stacked", "do_wait=kernel_wait4",
+                     "--mode", "upstream", "--json")
+    doc = json.loads(out)
+    r = doc["ranges"][0]
+    assert (r["old_name"], r["kind"], r["label"]) == ("do_wait", "previous",
+                                                      "kernel_wait4 [vmlinux] (previous patch)")
+    tasks = {t["task"]["pid"]: t for t in doc["results"]["upstream"]["tasks"]}
+    assert tasks[1]["verdict"] == "in-use" and tasks[1]["hit"]["frame"].startswith("kernel_wait4+")
+    assert "is sleeping on function do_wait" in tasks[1]["message"]  # func->old_name
+    # unpatching a function given by name searches that function itself
+    rc, out, _ = cli(capsys, "--func", "do_wait", "--unpatch", "--mode", "upstream", "--json")
+    doc = json.loads(out)
+    assert doc["direction"] == "unpatching" and doc["ranges"][0]["kind"] == "new"
+    assert rc == ExitCode.FINDINGS and doc["results"]["upstream"]["blocking_functions"] == {
+        "do_wait": 2}

@@ -83,7 +83,8 @@ def add_patch_arguments(p: argparse.ArgumentParser, *, required: bool = True) ->
                    help="OLD ([OBJ:]NAME[,SYMPOS]) was already patched by an earlier patch "
                         "whose new function is NEW ([OBJ:]NAME[,SYMPOS] or START-END)")
     g.add_argument("--current", type=int, metavar="PID",
-                   help="treat PID as the task running the transition (checked, not -EBUSY)")
+                   help="treat PID as the task running the transition: not -EBUSY; its stack "
+                        "is checked as it is at the dump's instant (from its CPU's registers)")
 
 
 def has_patch(args: argparse.Namespace) -> bool:
