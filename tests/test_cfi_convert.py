@@ -268,6 +268,16 @@ def test_fast_path_equals_reference_state_machine(vmlinux_debug):
     assert checked > 29000
 
 
+def test_templates_and_numpy_assembly_equal_reference_path(vmlinux_debug):
+    """The whole kernel: shape templates + vectorised assembly == the reference state machine
+    run on every distinct program, byte for byte."""
+    elf = load_elf_cfi(vmlinux_debug)
+    frames = elf.frames()
+    fast = convert_frame_section(frames, elf.arch).encode(0xFFFF800090000000)
+    slow = convert_frame_section(frames, elf.arch, fast=False).encode(0xFFFF800090000000)
+    assert fast == slow
+
+
 def test_kernel_sframe_cached(tmp_path):
     import time
 

@@ -42,6 +42,7 @@ from __future__ import annotations
 import struct
 from collections import Counter
 from dataclasses import dataclass, field
+from operator import itemgetter
 
 import numpy as np
 
@@ -510,12 +511,17 @@ class Refusal:
 
 @dataclass(slots=True)
 class Conversion:
-    """The result of converting one CFI section: the SFrame FDEs in order, plus refusals."""
+    """The result of converting one CFI section: the SFrame FDEs in order, plus refusals.
+
+    ``fre_data`` is the whole FRE sub-section (each FDE's 5-byte attribute record followed by
+    its FREs), ``fre_offsets[i]`` where FDE *i*'s record starts in it.
+    """
 
     arch: Arch
     starts: np.ndarray  # int64 absolute function start addresses
     sizes: np.ndarray  # uint32
-    blocks: list[bytes]  # per FDE: 5-byte attribute record + FREs
+    fre_data: bytes
+    fre_offsets: np.ndarray  # int64
     num_fres: int
     refusals: list[Refusal] = field(default_factory=list)
     source_fdes: int = 0
@@ -523,7 +529,13 @@ class Conversion:
 
     @property
     def num_fdes(self) -> int:
-        return len(self.blocks)
+        return len(self.fre_offsets)
+
+    @property
+    def blocks(self) -> list[bytes]:
+        """Per FDE: its attribute record and FREs."""
+        ends = [*self.fre_offsets[1:].tolist(), len(self.fre_data)]
+        return [self.fre_data[a:b] for a, b in zip(self.fre_offsets.tolist(), ends, strict=True)]
 
     def refusal_reasons(self) -> Counter:
         return Counter(r.reason for r in self.refusals)
@@ -533,19 +545,12 @@ class Conversion:
 
     def encode(self, sframe_address: int) -> bytes:
         """The ``.sframe`` section bytes as gas lays them out, placed at *sframe_address*."""
-        n = len(self.blocks)
+        n = self.num_fdes
         e = ">" if self.arch.big_endian else "<"
-        fre_offs = np.zeros(n, dtype=np.int64)
-        if n:
-            lens = np.fromiter((len(b) for b in self.blocks), dtype=np.int64, count=n)
-            np.cumsum(lens[:-1], out=fre_offs[1:])
-            fre_len = int(lens.sum())
-        else:
-            fre_len = 0
         header = struct.pack(e + "HBBBbbBIIIII", SFRAME_MAGIC, SFRAME_VERSION_3,
                              SFRAME_F_FDE_FUNC_START_PCREL, self.arch.sframe_abi, 0,
-                             self.arch.cfa_ra_offset, 0, n, self.num_fres, fre_len, 0,
-                             SFRAME_V3_FDE_INDEX_SIZE * n)
+                             self.arch.cfa_ra_offset, 0, n, self.num_fres, len(self.fre_data),
+                             0, SFRAME_V3_FDE_INDEX_SIZE * n)
         index = np.zeros(n, dtype=np.dtype([("start", e + "i8"), ("size", e + "u4"),
                                             ("fre_off", e + "u4")]))
         field_addr = (np.uint64(sframe_address & 0xFFFFFFFFFFFFFFFF)
@@ -553,8 +558,8 @@ class Conversion:
                       + np.arange(n, dtype=np.uint64) * np.uint64(SFRAME_V3_FDE_INDEX_SIZE))
         index["start"] = (self.starts.astype(np.uint64) - field_addr).view(np.int64)
         index["size"] = self.sizes
-        index["fre_off"] = fre_offs
-        return header + index.tobytes() + b"".join(self.blocks)
+        index["fre_off"] = self.fre_offsets
+        return header + index.tobytes() + self.fre_data
 
 
 def _cie_initial_row(prog: list, arch: Arch, return_column: int) -> tuple | None:
@@ -574,7 +579,7 @@ def _cie_initial_row(prog: list, arch: Arch, return_column: int) -> tuple | None
 
 
 def _fast_translate(data: bytes, pos: int, end: int, init: tuple, arch: Arch, caf: int,
-                    daf: int) -> tuple[tuple, bool] | None:
+                    daf: int) -> tuple[tuple, bool, tuple] | None:
     """gas's translation of one FDE's instruction bytes, for the common opcodes.
 
     Same state machine as :func:`_translate`, fused with decoding and kept in local
@@ -582,6 +587,13 @@ def _fast_translate(data: bytes, pos: int, end: int, init: tuple, arch: Arch, ca
     (another opcode, a refusal, truncation): the caller then runs the reference path, which
     produces the exact reason or error.  ``tests/test_cfi_convert.py`` checks that both
     paths agree on every program of the kernel fixture.
+
+    Also returns a *recording* that makes the result a template for every program with the
+    same bytes except the advance amounts: ``(delta_pos, delta_mask, delta_mul, delta_op,
+    n_advances, operand_pos, fre_advances)`` — positions (relative to *pos*) of the bytes
+    that hold advance amounts, of the operand bytes in 0x40..0x7f (which the canonical form
+    used as cache key folds together, so they must be compared), and for each FRE the
+    number of advances before its start.
     """
     (flex_init, state0) = init
     (cfa_reg, cfa_off, cfa_deref, fp_loc, fp_reg, fp_off, fp_deref, ra_loc, ra_reg,
@@ -594,34 +606,38 @@ def _fast_translate(data: bytes, pos: int, end: int, init: tuple, arch: Arch, ca
     aarch64 = arch.ra_tracking
     merge = False
     begin = 0
+    begin_nadv = 0
     loc = 0
+    nadv = 0
+    base = pos
     committed: list[tuple] = []
+    fre_nadv: list[int] = []
+    d_pos: list[int] = []
+    d_mask: list[int] = []
+    d_mul: list[int] = []
+    d_op: list[int] = []
+    oper: list[int] = []
     remembered: tuple | None = None
     big = arch.big_endian
     try:
         while pos < end:
             op = data[pos]
             pos += 1
-            hi = op & 0xC0
-            if hi == 0x40 or 0x02 <= op <= 0x04:
-                if hi == 0x40:
-                    loc += (op & 0x3F) * caf
-                elif op == 0x02:
-                    loc += data[pos] * caf
-                    pos += 1
-                elif op == 0x03:
-                    loc += int.from_bytes(data[pos:pos + 2], "big" if big else "little") * caf
-                    pos += 2
-                else:
-                    loc += int.from_bytes(data[pos:pos + 4], "big" if big else "little") * caf
-                    pos += 4
-                if not merge:
-                    committed.append((begin, (cfa_reg, cfa_off, cfa_deref, fp_loc, fp_reg,
-                                              fp_off, fp_deref, ra_loc, ra_reg, ra_off,
-                                              ra_deref, mangled, undef)))
-                    merge = True
-                begin = loc
-            elif hi == 0x80:
+            # Dispatch ordered by frequency in real CFI (restore, offset, advance_loc, ...).
+            if op >= 0xC0:  # DW_CFA_restore
+                reg = op & 0x3F
+                if reg == fp:
+                    if committed:
+                        fp_loc = committed[0][1][3]
+                        fp_off = committed[0][1][5]
+                    merge = False
+                elif tracking and reg == ra:
+                    if committed:
+                        ra_loc = committed[0][1][7]
+                        ra_off = committed[0][1][9]
+                        undef = committed[0][1][12]
+                    merge = False
+            elif op >= 0x80:  # DW_CFA_offset
                 reg = op & 0x3F
                 v = data[pos]
                 pos += 1
@@ -637,6 +653,10 @@ def _fast_translate(data: bytes, pos: int, end: int, init: tuple, arch: Arch, ca
                         shift += 7
                         if shift > 63:
                             return None
+                    if b >= 0x40:
+                        oper.append(pos - 1 - base)
+                elif v >= 0x40:
+                    oper.append(pos - 1 - base)
                 off = v * daf
                 if reg == fp:
                     fp_loc = LOC_STACK
@@ -661,20 +681,22 @@ def _fast_translate(data: bytes, pos: int, end: int, init: tuple, arch: Arch, ca
                     ra_reg = None
                     ra_deref = True
                     merge = False
-            elif hi == 0xC0:
-                reg = op & 0x3F
-                if reg == fp:
-                    if committed:
-                        fp_loc = committed[0][1][3]
-                        fp_off = committed[0][1][5]
-                    merge = False
-                elif tracking and reg == ra:
-                    if committed:
-                        ra_loc = committed[0][1][7]
-                        ra_off = committed[0][1][9]
-                        undef = committed[0][1][12]
-                    merge = False
-            elif op == 0x0E:
+            elif op >= 0x40:  # DW_CFA_advance_loc
+                loc += (op & 0x3F) * caf
+                d_pos.append(pos - 1 - base)
+                d_mask.append(0x3F)
+                d_mul.append(1)
+                d_op.append(nadv)
+                nadv += 1
+                if not merge:
+                    committed.append((begin, (cfa_reg, cfa_off, cfa_deref, fp_loc, fp_reg,
+                                              fp_off, fp_deref, ra_loc, ra_reg, ra_off,
+                                              ra_deref, mangled, undef)))
+                    fre_nadv.append(begin_nadv)
+                    merge = True
+                begin = loc
+                begin_nadv = nadv
+            elif op == 0x0E:  # DW_CFA_def_cfa_offset
                 v = data[pos]
                 pos += 1
                 if v >= 0x80:
@@ -689,26 +711,50 @@ def _fast_translate(data: bytes, pos: int, end: int, init: tuple, arch: Arch, ca
                         shift += 7
                         if shift > 63:
                             return None
+                    if b >= 0x40:
+                        oper.append(pos - 1 - base)
+                elif v >= 0x40:
+                    oper.append(pos - 1 - base)
                 if (cfa_reg != sp and cfa_reg != fp) or v > INT32_MAX:
                     return None
                 cfa_off = v
                 merge = False
-            elif op == 0x2D:
+            elif op == 0x2D:  # DW_CFA_AARCH64_negate_ra_state
                 if not aarch64:
                     return None
                 mangled = not mangled
                 merge = False
-            elif op == 0x0A:
+            elif op == 0x00:  # DW_CFA_nop
+                pass
+            elif op == 0x0A:  # DW_CFA_remember_state
                 remembered = (cfa_reg, cfa_off, cfa_deref, fp_loc, fp_reg, fp_off, fp_deref,
                               ra_loc, ra_reg, ra_off, ra_deref, mangled, undef)
-            elif op == 0x0B:
+            elif op == 0x0B:  # DW_CFA_restore_state
                 if remembered is None or not merge:
                     return None
                 (cfa_reg, cfa_off, cfa_deref, fp_loc, fp_reg, fp_off, fp_deref, ra_loc,
                  ra_reg, ra_off, ra_deref, mangled, undef) = remembered
                 merge = False
-            elif op == 0x00:
-                pass
+            elif 0x02 <= op <= 0x04:  # DW_CFA_advance_loc1/2/4
+                n = 1 << (op - 2)
+                if pos + n > end:
+                    return None
+                loc += int.from_bytes(data[pos:pos + n], "big" if big else "little") * caf
+                for k in range(n):
+                    d_pos.append(pos + k - base)
+                    d_mask.append(0xFF)
+                    d_mul.append(1 << (8 * (n - 1 - k if big else k)))
+                    d_op.append(nadv)
+                pos += n
+                nadv += 1
+                if not merge:
+                    committed.append((begin, (cfa_reg, cfa_off, cfa_deref, fp_loc, fp_reg,
+                                              fp_off, fp_deref, ra_loc, ra_reg, ra_off,
+                                              ra_deref, mangled, undef)))
+                    fre_nadv.append(begin_nadv)
+                    merge = True
+                begin = loc
+                begin_nadv = nadv
             else:
                 return None  # anything else: the reference path
         if pos != end:
@@ -717,121 +763,314 @@ def _fast_translate(data: bytes, pos: int, end: int, init: tuple, arch: Arch, ca
         return None
     committed.append((begin, (cfa_reg, cfa_off, cfa_deref, fp_loc, fp_reg, fp_off, fp_deref,
                               ra_loc, ra_reg, ra_off, ra_deref, mangled, undef)))
+    fre_nadv.append(begin_nadv)
     if len(committed) > MAX_FRES:
         return None
     if tracking:
         for _start, st in committed:
             if st[7] != LOC_STACK and st[3] == LOC_STACK:
                 return None
-    return tuple(committed), flex
+    return tuple(committed), flex, (d_pos, d_mask, d_mul, d_op, nadv, oper, fre_nadv)
 
 
-def convert_frame_section(frames: FrameSection, arch: Arch, *,
-                          path: str | None = None) -> Conversion:
-    """Translate every FDE of *frames* the way gas would, in FDE order."""
+class _ExactOnly:
+    exact = True
+
+
+_EXACT_ONLY = _ExactOnly()
+
+#: Folds every DW_CFA_advance_loc opcode (0x40..0x7f) to 0x40: the cache key of templates.
+_CANON = bytes(0x40 if 0x40 <= b <= 0x7F else b for b in range(256))
+
+
+class _Template:
+    """The translation of every program with one canonical form (see _fast_translate)."""
+
+    __slots__ = ("exact", "flex", "id", "oper_get", "oper_vals", "reason")
+
+    def __init__(self) -> None:
+        self.id = -1
+        self.exact = False  # True: usable only for the very bytes it was made from
+        self.flex = False
+        self.oper_get = None
+        self.oper_vals = None
+        self.reason: str | None = None
+
+
+class _Tables:
+    """Concatenated per-template arrays for the vectorised assembly."""
+
+    def __init__(self) -> None:
+        self.d_pos: list[int] = []
+        self.d_mask: list[int] = []
+        self.d_mul: list[int] = []
+        self.d_op: list[int] = []
+        self.d_off: list[int] = []  # per template: first delta entry
+        self.d_len: list[int] = []
+        self.n_adv: list[int] = []
+        self.f_nadv: list[int] = []
+        self.f_const: list[int] = []
+        self.f_body: list[int] = []
+        self.f_off: list[int] = []
+        self.f_len: list[int] = []
+        self.flex: list[int] = []
+        self.bodies: dict[tuple, int] = {}
+        self.body_bytes: list[bytes] = []
+
+    def add(self, rows, flex: bool, rec: tuple | None, arch: Arch) -> int:
+        tid = len(self.f_off)
+        if rec is None:
+            d_pos = d_mask = d_mul = d_op = ()
+            n_adv = 0
+            f_nadv = [0] * len(rows)
+            f_const = [start for start, _ in rows]
+        else:
+            d_pos, d_mask, d_mul, d_op, n_adv, _oper, f_nadv = rec
+            f_const = [0] * len(rows)
+        self.d_off.append(len(self.d_pos))
+        self.d_len.append(len(d_pos))
+        self.d_pos += d_pos
+        self.d_mask += d_mask
+        self.d_mul += d_mul
+        self.d_op += d_op
+        self.n_adv.append(n_adv)
+        self.f_off.append(len(self.f_body))
+        self.f_len.append(len(rows))
+        self.f_nadv += f_nadv
+        self.f_const += f_const
+        bodies = self.bodies
+        for _start, state in rows:
+            key = (state, flex)
+            bid = bodies.get(key)
+            if bid is None:
+                bid = len(self.body_bytes)
+                bodies[key] = bid
+                self.body_bytes.append(encode_fre_body(state, arch, flex))
+            self.f_body.append(bid)
+        self.flex.append(1 if flex else 0)
+        return tid
+
+
+def _ragged(lengths: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For segments (offset, length): (index into the concatenation of the segments' source
+    ranges, segment number of each element)."""
+    total = int(lengths.sum())
+    seg = np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)
+    starts_out = np.cumsum(lengths) - lengths
+    within = np.arange(total, dtype=np.int64) - starts_out[seg]
+    return offsets[seg] + within, seg
+
+
+def convert_frame_section(frames: FrameSection, arch: Arch, *, path: str | None = None,
+                          fast: bool = True) -> Conversion:
+    """Translate every FDE of *frames* the way gas would, in FDE order.
+
+    Each distinct program shape (its bytes with the advance amounts folded, see
+    :func:`_fast_translate`) is translated once; FRE starts and the FRE sub-section are then
+    computed for all FDEs at once with numpy.  ``fast=False`` runs every distinct program
+    through the reference state machine instead (for cross-checking; same output).
+    """
     data = frames.data
     big = arch.big_endian
     cies = frames.cies
-    cie_programs: dict[int, list] = {}
-    cie_initial: dict[int, tuple | None] = {}
-    translations: dict[tuple, Translation] = {}
-    bodies: dict[tuple, bytes] = {}
-    bodies_flex: dict[tuple, bytes] = {}
-    blocks_cache: dict[tuple, bytes] = {}
-    starts: list[int] = []
-    sizes: list[int] = []
-    blocks: list[bytes] = []
-    kept_offsets: list[int] = []
-    refusals: list[Refusal] = []
-    num_fres = 0
     fde_cie = frames.fde_cie
     ins_start = frames.fde_ins_start
     ins_end = frames.fde_ins_end
-    pc_begin = frames.fde_pc_begin
     pc_range = frames.fde_pc_range
     offsets = frames.fde_offsets
     section = frames.name
-    order = "big" if big else "little"
-    attr = struct.Struct((">" if big else "<") + "HBBB").pack
     cie_class: dict[int, int] = {}  # CIE offset -> small id of its content class
     class_of_key: dict[tuple, int] = {}
+    class_info: list[tuple] = []  # per class: (program, initial row, cie)
+    templates: dict[tuple, _Template] = {}
+    exact: dict[tuple, _Template] = {}
+    tables = _Tables()
+    signal_empty: dict[int, int] = {}
+    kept: list[int] = []
+    kept_tid: list[int] = []
+    refusals: list[Refusal] = []
+    canon = _CANON
+
+    def reference(cid: int, s: int, e: int) -> Translation:
+        prog, _init, cie = class_info[cid]
+        fprog = decode_program(data, s, e, cie.code_align, cie.data_align,
+                               address_size=cie.address_size, big_endian=big,
+                               section=section, path=path)
+        return translate_program(prog + fprog, arch, cie.ra_register)
+
     for i in range(len(offsets)):
         cie_off = fde_cie[i]
         cid = cie_class.get(cie_off)
-        cie = cies[cie_off]
         if cid is None:
-            cid = class_of_key.setdefault(cie.key, len(class_of_key))
-            cie_class[cie_off] = cid
-            if cid not in cie_programs:
+            cie = cies[cie_off]
+            cid = class_of_key.get(cie.key)
+            if cid is None:
+                cid = len(class_info)
+                class_of_key[cie.key] = cid
                 prog = decode_program(data, cie.instructions_start, cie.instructions_end,
                                       cie.code_align, cie.data_align,
                                       address_size=cie.address_size, big_endian=big,
                                       section=section, path=path)
-                cie_programs[cid] = prog
-                cie_initial[cid] = (_cie_initial_row(prog, arch, cie.ra_register)
-                                    if cie.ra_register == arch.ra else None)
-        s, e = ins_start[i], ins_end[i]
-        tkey = (cid, data[s:e])
-        tr = translations.get(tkey)
-        if tr is None:
-            init = cie_initial[cid]
+                init = (_cie_initial_row(prog, arch, cie.ra_register)
+                        if cie.ra_register == arch.ra else None)
+                class_info.append((prog, init, cie))
+            cie_class[cie_off] = cid
+        s = ins_start[i]
+        e = ins_end[i]
+        body = data[s:e]
+        t = templates.get((cid, body.translate(canon))) if fast else _EXACT_ONLY
+        if t is None:
+            t = _Template()
+            _prog, init, cie = class_info[cid]
             fast = None
             if init is not None:
                 fast = _fast_translate(data, s, e, (init[1], init[0]), arch, cie.code_align,
                                        cie.data_align)
-            if fast is not None:
-                tr = Translation(fast[0], fast[1])
+            if fast is None:
+                t.exact = True
             else:
-                fprog = decode_program(data, s, e, cie.code_align, cie.data_align,
-                                       address_size=cie.address_size, big_endian=big,
-                                       section=section, path=path)
-                tr = translate_program(cie_programs[cid] + fprog, arch, cie.ra_register)
-            translations[tkey] = tr
-        size = pc_range[i]
-        asz = 1 if size < 0x100 else 2 if size < 0x10000 else 4
-        if tr.reason is None and (size > 0xFFFFFFFF or (tr.rows and tr.rows[-1][0] > size)):
-            # Not something gas can produce (its FREs lie inside the function, and SFrame
-            # sizes are 32-bit); malformed or foreign CFI.
-            tr = Translation((), False, f"CFA program advances past the end of the function "
-                             f"(FRE at +{tr.rows[-1][0]:#x}, size {size:#x})"
-                             if size <= 0xFFFFFFFF else
-                             f"function size {size:#x} does not fit in 32 bits")
-        if tr.reason is not None:
-            refusals.append(Refusal(offsets[i], pc_begin[i], size, tr.reason))
-            if not cie.signal_frame:
+                rows, flex, rec = fast
+                t.flex = flex
+                oper = rec[5]
+                if oper:
+                    t.oper_get = itemgetter(*oper)
+                    t.oper_vals = t.oper_get(body)
+                t.id = tables.add(rows, flex, rec, arch)
+            templates[(cid, body.translate(canon))] = t
+        if t.exact or (t.oper_get is not None and t.oper_get(body) != t.oper_vals):
+            key = (cid, body)
+            t = exact.get(key)
+            if t is None:
+                t = _Template()
+                t.exact = True
+                tr = reference(cid, s, e)
+                if tr.reason is not None:
+                    t.reason = tr.reason
+                else:
+                    t.flex = tr.flex
+                    t.id = tables.add(tr.rows, tr.flex, None, arch)
+                exact[key] = t
+        if t.reason is not None:
+            refusals.append(Refusal(offsets[i], frames.fde_pc_begin[i], pc_range[i], t.reason))
+            if not class_info[cid][2].signal_frame:
                 continue
             # gas still emits a signal frame's FDE, with no FREs.
-            block = attr(0, _FRE_TYPE[asz] | (int(cie.pauth_b_key) << 5) | 0x80, 0, 0)
-            nfre = 0
-        else:
-            rows = tr.rows
-            nfre = len(rows)
-            bkey = (tkey, asz)
-            block = blocks_cache.get(bkey)
-            if block is None:
-                flex = tr.flex
-                info = _FRE_TYPE[asz] | (int(cie.pauth_b_key) << 5) | (
-                    int(cie.signal_frame) << 7)
-                parts = [attr(nfre, info, 1 if flex else 0, 0)]
-                cache = bodies_flex if flex else bodies
-                for start, state in rows:
-                    body = cache.get(state)
-                    if body is None:
-                        body = encode_fre_body(state, arch, flex)
-                        cache[state] = body
-                    parts.append(start.to_bytes(asz, order))
-                    parts.append(body)
-                block = b"".join(parts)
-                blocks_cache[bkey] = block
-        starts.append(pc_begin[i])
-        sizes.append(size)
-        blocks.append(block)
-        kept_offsets.append(offsets[i])
-        num_fres += nfre
-    return Conversion(arch, np.array(starts, dtype=np.uint64).view(np.int64)
-                      if starts else np.zeros(0, dtype=np.int64),
-                      np.array(sizes, dtype=np.uint32), blocks, num_fres, refusals,
-                      len(offsets), kept_offsets)
+            tid = signal_empty.get(0)
+            if tid is None:
+                tid = signal_empty[0] = tables.add((), False, None, arch)
+            kept.append(i)
+            kept_tid.append(tid)
+            continue
+        kept.append(i)
+        kept_tid.append(t.id)
+    return _assemble(frames, arch, kept, kept_tid, tables, class_info, cie_class, refusals)
+
+
+def _assemble(frames: FrameSection, arch: Arch, kept: list[int], kept_tid: list[int],
+              tables: _Tables, class_info: list, cie_class: dict[int, int],
+              refusals: list[Refusal]) -> Conversion:
+    """Vectorised FRE start computation and FRE sub-section assembly (numpy)."""
+    big = arch.big_endian
+    n = len(kept)
+    kept_a = np.array(kept, dtype=np.int64)
+    tid = np.array(kept_tid, dtype=np.int64)
+    pc_begin = np.array(frames.fde_pc_begin, dtype=np.uint64)[kept_a] if n else np.zeros(
+        0, np.uint64)
+    size = np.array(frames.fde_pc_range, dtype=np.uint64)[kept_a] if n else np.zeros(
+        0, np.uint64)
+    ins = np.array(frames.fde_ins_start, dtype=np.int64)[kept_a] if n else np.zeros(0, np.int64)
+    cls = np.array([cie_class[frames.fde_cie[i]] for i in kept], dtype=np.int64)
+    cls_caf = np.array([c[2].code_align for c in class_info] or [1], dtype=np.int64)
+    cls_bkey = np.array([int(c[2].pauth_b_key) for c in class_info] or [0], dtype=np.int64)
+    cls_sig = np.array([int(c[2].signal_frame) for c in class_info] or [0], dtype=np.int64)
+    caf = cls_caf[cls] if n else np.zeros(0, np.int64)
+
+    d_pos = np.array(tables.d_pos, dtype=np.int64)
+    d_mask = np.array(tables.d_mask, dtype=np.int64)
+    d_mul = np.array(tables.d_mul, dtype=np.int64)
+    d_op = np.array(tables.d_op, dtype=np.int64)
+    t_doff = np.array(tables.d_off, dtype=np.int64)
+    t_dlen = np.array(tables.d_len, dtype=np.int64)
+    t_nadv = np.array(tables.n_adv, dtype=np.int64)
+    f_nadv = np.array(tables.f_nadv, dtype=np.int64)
+    f_const = np.array(tables.f_const, dtype=np.int64)
+    f_body = np.array(tables.f_body, dtype=np.int64)
+    t_foff = np.array(tables.f_off, dtype=np.int64)
+    t_flen = np.array(tables.f_len, dtype=np.int64)
+    t_flex = np.array(tables.flex, dtype=np.int64)
+    body_len = np.array([len(b) for b in tables.body_bytes] or [0], dtype=np.int64)
+    pool = np.frombuffer(b"".join(tables.body_bytes) or b"\0", dtype=np.uint8)
+    body_off = np.cumsum(body_len) - body_len
+    section = np.frombuffer(frames.data, dtype=np.uint8)
+
+    # Advance amounts: each FDE's delta bytes, summed per advance op, then prefix sums.
+    src, seg = _ragged(t_dlen[tid], t_doff[tid]) if n else (np.zeros(0, np.int64),) * 2
+    nops = t_nadv[tid] if n else np.zeros(0, np.int64)
+    op_base = np.cumsum(nops) - nops
+    vals = (section[ins[seg] + d_pos[src]].astype(np.int64) & d_mask[src]) * d_mul[src]
+    op_global = op_base[seg] + d_op[src]
+    op_delta = np.bincount(op_global, weights=vals, minlength=int(nops.sum())).astype(np.int64) \
+        if len(vals) else np.zeros(int(nops.sum()), np.int64)
+    cum = np.concatenate(([0], np.cumsum(op_delta)))  # cum[k] = sum of the first k ops
+
+    # FREs: start = const + code_align * (advances before it).
+    fsrc, fseg = _ragged(t_flen[tid], t_foff[tid]) if n else (np.zeros(0, np.int64),) * 2
+    k = f_nadv[fsrc]
+    starts = f_const[fsrc] + caf[fseg] * (cum[op_base[fseg] + k] - cum[op_base[fseg]])
+    nfre = t_flen[tid] if n else np.zeros(0, np.int64)
+
+    # FREs past the end of their function: refuse those FDEs (not something gas can make).
+    bad_fre = starts > size[fseg].astype(np.int64)
+    too_big = size > np.uint64(0xFFFFFFFF)
+    if bad_fre.any() or too_big.any():
+        bad = np.zeros(n, dtype=bool)
+        bad[fseg[bad_fre]] = True
+        bad |= too_big
+        for j in np.nonzero(bad)[0].tolist():
+            i = kept[j]
+            last = int(starts[fseg == j].max()) if nfre[j] else 0
+            reason = (f"function size {frames.fde_pc_range[i]:#x} does not fit in 32 bits"
+                      if too_big[j] else
+                      f"CFA program advances past the end of the function (FRE at "
+                      f"+{last:#x}, size {frames.fde_pc_range[i]:#x})")
+            refusals.append(Refusal(frames.fde_offsets[i], frames.fde_pc_begin[i],
+                                    frames.fde_pc_range[i], reason))
+        refusals.sort(key=lambda r: r.fde_offset)
+        keep = np.nonzero(~bad)[0].tolist()
+        return _assemble(frames, arch, [kept[j] for j in keep], [kept_tid[j] for j in keep],
+                         tables, class_info, cie_class, refusals)
+
+    asz = np.where(size < 0x100, 1, np.where(size < 0x10000, 2, 4)).astype(np.int64)
+    fre_type = np.where(asz == 1, 0, np.where(asz == 2, 1, 2))
+    fre_asz = asz[fseg]
+    blen = body_len[f_body[fsrc]]
+    fre_len = fre_asz + blen
+    block_len = 5 + np.bincount(fseg, weights=fre_len, minlength=n).astype(np.int64)
+    block_off = np.cumsum(block_len) - block_len
+    total = int(block_len.sum())
+    out = np.zeros(total, dtype=np.uint8)
+    # Attribute records: u16 num_fres, info, info2, rep_size (0).
+    info = fre_type | (cls_bkey[cls] << 5) | (cls_sig[cls] << 7) if n else np.zeros(0, np.int64)
+    lo, hi = (1, 0) if big else (0, 1)
+    out[block_off + lo] = nfre & 0xFF
+    out[block_off + hi] = (nfre >> 8) & 0xFF
+    out[block_off + 2] = info
+    out[block_off + 3] = t_flex[tid] if n else 0
+    # Each FRE: start offset (asz bytes), then its info byte and data words.
+    fre_pos = np.cumsum(fre_len) - fre_len
+    fde_first = np.cumsum(nfre) - nfre
+    fre_pos = fre_pos - fre_pos[fde_first[fseg]] + block_off[fseg] + 5 if len(fre_pos) else fre_pos
+    for b in range(4):
+        m = fre_asz > b
+        if not m.any():
+            continue
+        shift = 8 * ((fre_asz[m] - 1 - b) if big else b)
+        out[fre_pos[m] + b] = (starts[m] >> shift) & 0xFF
+    bsrc, bseg = _ragged(blen, body_off[f_body[fsrc]])
+    out[(fre_pos + fre_asz)[bseg] + (bsrc - body_off[f_body[fsrc]][bseg])] = pool[bsrc]
+    return Conversion(arch, pc_begin.view(np.int64), size.astype(np.uint32), out.tobytes(),
+                      block_off, int(nfre.sum()), refusals, len(frames.fde_offsets),
+                      [frames.fde_offsets[i] for i in kept])
 
 
 def translate_fde(frames: FrameSection, index: int, arch: Arch) -> Translation:
