@@ -592,3 +592,23 @@ def test_cli_dump_validate_find(tmp_path: Path, capsys: pytest.CaptureFixture[st
     bad.write_bytes(b"\xe2\xde\x03")
     assert cli_main(["sframe", "dump", str(bad)]) == 3
     assert "offset 0x0" in capsys.readouterr().err
+
+
+def test_find_many_random_order_equals_find() -> None:
+    """Large unsorted PC arrays take the sort-and-scatter path: answers stay in input order."""
+    fdes = [SFrameFDE(0x10000 + 0x100 * k, 0xC0, fres=[fre(0, 0), fre(4, 16 * (k % 5 + 1), -8, -16),
+                                                       fre(0xB8, 0)])
+            for k in range(200)]
+    fdes.append(SFrameFDE(0x30000, 0x40, fde_type=FDEType.PCMASK, rep_size=16,
+                          fres=[fre(0, 8), fre(6, 16)]))
+    t = SFrameTable(decode(encode(SFrameSection.build(ABI.AARCH64_LE, fdes))))
+    rng = np.random.default_rng(5)
+    pcs = rng.integers(0xFF00, 0x30050, 20_000).astype(np.uint64)
+    res = t.find_many(pcs)
+    for k in range(0, len(pcs), 11):
+        row = t.find(int(pcs[k]))
+        assert (row is not None) == bool(res.found[k])
+        if row is not None:
+            assert (row.start, row.end, row.cfa.offset) == \
+                (int(res.start[k]), int(res.end[k]), int(res.cfa_offset[k]))
+            assert t.row(int(res.row[k]), int(pcs[k])) == row
