@@ -18,6 +18,7 @@ Format: ``include/uapi/linux/btf.h`` / Documentation/bpf/btf.rst.
 
 from __future__ import annotations
 
+import functools
 import re
 import struct
 from dataclasses import dataclass
@@ -96,10 +97,16 @@ class BTF:
     # -- construction ----------------------------------------------------------------------
     @classmethod
     def from_file(cls, path: str | Path) -> BTF:
-        """``.BTF`` of an ELF file (found by section name), or a raw BTF blob."""
+        """``.BTF`` of an ELF file (found by section name), or a raw BTF blob.  Parsed once
+        per file and process (BTF objects are immutable)."""
         from sfunwind.memory.files import materialize
 
-        real = materialize(path)
+        real = Path(materialize(path))
+        st = real.stat()
+        return _btf_of_file(str(real.resolve()), st.st_size, st.st_mtime_ns, str(path))
+
+    @classmethod
+    def _parse_file(cls, real: str, path: str) -> BTF:
         with open(real, "rb") as f:
             head = f.read(4)
             if head[:2] == b"\x9f\xeb":
@@ -378,3 +385,9 @@ class BTF:
         if off is None:
             raise KeyError(name)
         return self._enumerator_index[name]
+
+
+@functools.lru_cache(maxsize=4)
+def _btf_of_file(real: str, size: int, mtime_ns: int, display: str) -> BTF:
+    """Parse cache of :meth:`BTF.from_file`, keyed by file identity."""
+    return BTF._parse_file(real, display)

@@ -20,6 +20,7 @@ no vmlinux.
 from __future__ import annotations
 
 import bisect
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -100,6 +101,23 @@ class Symbolizer:
         self._by_name: dict[str, int] | None = None
         self._set_end(end)
 
+    def relocated(self, kaslr_offset: int) -> Symbolizer:
+        """The same symbols at another KASLR offset (names, sizes and indexes are shared)."""
+        delta = (kaslr_offset - self.kaslr_offset) & ((1 << 64) - 1)
+        new = object.__new__(Symbolizer)
+        new.names = self.names
+        new.addresses = self.addresses + np.uint64(delta)  # uint64 arithmetic wraps
+        new.kaslr_offset = kaslr_offset
+        new.source = self.source
+        new.elf_sizes = self.elf_sizes
+        new._addr_list = new.addresses.tolist()
+        new.text_ranges = [((lo + delta) & ((1 << 64) - 1), (hi + delta) & ((1 << 64) - 1))
+                           for lo, hi in self.text_ranges]
+        new._by_name = self._by_name
+        new.end = (self.end + delta) & ((1 << 64) - 1)
+        new.sizes = self.sizes
+        return new
+
     def _set_end(self, end: int) -> None:
         """kallsyms sizes: distance to the next strictly higher address (aliases share it);
         the last symbol ends at *end*."""
@@ -118,11 +136,23 @@ class Symbolizer:
     @classmethod
     def from_vmlinux(cls, path: str | Path, *, kaslr_offset: int = 0,
                      headers: dict[str, dict] | None = None) -> Symbolizer:
-        from sfunwind.kernel.elfsections import read_section, section_headers
+        """The kallsyms-equivalent symbols of a vmlinux ``.symtab``, moved by
+        *kaslr_offset*.  Parsed once per file and process (a KASLR offset is a cheap
+        relocated view), so opening many dumps of one kernel costs one parse."""
         from sfunwind.memory.files import materialize
 
-        display = str(path)
         real = materialize(path)
+        st = Path(real).stat()
+        base = _vmlinux_symbols(str(Path(real).resolve()), st.st_size, st.st_mtime_ns,
+                                str(path))
+        return base.relocated(kaslr_offset)  # a fresh view: callers may set .source
+
+    @classmethod
+    def _parse_vmlinux(cls, real: str, display: str,
+                       headers: dict[str, dict] | None = None,
+                       kaslr_offset: int = 0) -> Symbolizer:
+        from sfunwind.kernel.elfsections import read_section, section_headers
+
         headers = headers or section_headers(real, display=display)
         symtab, symoff = read_section(real, ".symtab", display=display, headers=headers)
         if len(symtab) % _SYM.itemsize:
@@ -323,6 +353,12 @@ class Symbolizer:
             return f"{address:#x}"
         offset = address - info.address
         return f"{info.name}+{offset:#x}/{info.size:#x}"
+
+
+@functools.lru_cache(maxsize=4)
+def _vmlinux_symbols(real: str, size: int, mtime_ns: int, display: str) -> Symbolizer:
+    """Parse cache of :meth:`Symbolizer.from_vmlinux`, keyed by file identity."""
+    return Symbolizer._parse_vmlinux(real, display)
 
 
 class _LazyNames(Sequence[str]):
