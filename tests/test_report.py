@@ -228,6 +228,7 @@ def test_chromium_renders_the_report(real_page, tmp_path):
     proc = subprocess.run(
         [browser, "--headless", "--no-sandbox", "--disable-gpu",
          "--disable-background-networking", "--no-first-run", "--hide-scrollbars",
+         "--disable-dev-shm-usage",
          "--force-device-scale-factor=1", f"--window-size={WIDTH},{HEIGHT}",
          f"--screenshot={shot}", real_page.resolve().as_uri()],
         capture_output=True, text=True, timeout=180, cwd=tmp_path)
