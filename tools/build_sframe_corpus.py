@@ -239,6 +239,16 @@ def build(tc: Toolchain, gen: Path) -> dict[str, Path]:
             tc.run(f"{GCC[arch]} -pie -Wl,--build-id=none -Wl,-z,noseparate-code{extra}"
                    f" -o pie-{arch} pie-{arch}.o", work)
             out[f"pie-{arch}"] = work / f"pie-{arch}"
+            if arch == "x64":
+                # IBT-enabled PLT: a second PLT (.plt.sec) with its own PCMASK FDE
+                tc.run(f"{GCC[arch]} -pie -Wl,--build-id=none -Wl,-z,noseparate-code"
+                       f" -Wl,-z,ibtplt -o pie-{arch}-ibtplt pie-{arch}.o", work)
+                out[f"pie-{arch}-ibtplt"] = work / f"pie-{arch}-ibtplt"
+        if tc.sframe_version == 3:
+            # a relocatable link: ld merges the inputs' SFrame into one element
+            tc.run(f"{LD[arch]} -r -o mini-{arch}-r.o start-{arch}.o mini-{arch}.o "
+                   f"asm-{arch}.o", work)
+            out[f"mini-{arch}-r.o"] = work / f"mini-{arch}-r.o"
         out[f"mini-{arch}.o"] = work / f"mini-{arch}.o"
         out[f"asm-{arch}.o"] = work / f"asm-{arch}.o"
     return out
