@@ -41,8 +41,9 @@ def full_vmlinux() -> Path:
 
 
 def run_sfunwind(vmcore: Path, vmlinux: Path) -> int:
-    from sfunwind.kernel.program import KernelProgram
+    from sfunwind.kernel.program import KernelProgram, clear_caches
 
+    clear_caches()  # a cold open every time: the vmlinux is parsed again, as drgn does
     prog = KernelProgram.open(vmcore, vmlinux)
     size = prog.layout.thread_size
     rows = []

@@ -60,6 +60,15 @@ MAX_TASKS = 1 << 20
 MAX_CPUS = 1 << 13
 
 
+def clear_caches() -> None:
+    """Forget the per-process parse caches of vmlinux symbols and BTF (benchmarks use it
+    to time cold opens)."""
+    from sfunwind.kernel import btf, symbols
+
+    symbols._vmlinux_symbols.cache_clear()
+    btf._btf_of_file.cache_clear()
+
+
 def task_state_char(state: int, exit_state: int = 0) -> str:
     """The ``ps``/sysrq letter of a task state (``__task_state_index()`` in sched.h)."""
     report = (state | exit_state) & TASK_REPORT
