@@ -99,9 +99,12 @@ def _from_cfi(args: argparse.Namespace) -> int:
     else:
         Path(args.output).write_bytes(data)
     total = sum(frames.fde_pc_range)
+    text = elf.executable_bytes()
     print(f"{args.file}: {frames.name}: {conv.source_fdes} FDEs -> {conv.num_fdes} SFrame FDEs "
-          f"({len(conv.refusals)} refused), {conv.num_fres} FREs, "
-          f"{conv.covered_bytes()} of {total} bytes of text covered; "
+          f"({len(conv.refusals)} refused), {conv.num_fres} FREs; covered: "
+          f"{conv.covered_bytes()} bytes = {100 * conv.covered_bytes() / max(total, 1):.1f}% "
+          f"of the {total} bytes with CFI, {100 * conv.covered_bytes() / max(text, 1):.1f}% of "
+          f"the {text} bytes of executable sections; "
           f"{len(data)} bytes at {at:#x} -> {args.output}", file=sys.stderr)
     for reason, n in sorted(conv.refusal_reasons().items(), key=lambda kv: -kv[1]):
         print(f"  refused {n:6d}  {reason}", file=sys.stderr)

@@ -922,14 +922,14 @@ def convert_frame_section(frames: FrameSection, arch: Arch, *, path: str | None 
         if t is None:
             t = _Template()
             _prog, init, cie = class_info[cid]
-            fast = None
+            quick = None
             if init is not None:
-                fast = _fast_translate(data, s, e, (init[1], init[0]), arch, cie.code_align,
-                                       cie.data_align)
-            if fast is None:
+                quick = _fast_translate(data, s, e, (init[1], init[0]), arch, cie.code_align,
+                                        cie.data_align)
+            if quick is None:
                 t.exact = True
             else:
-                rows, flex, rec = fast
+                rows, flex, rec = quick
                 t.flex = flex
                 oper = rec[5]
                 if oper:
@@ -943,12 +943,21 @@ def convert_frame_section(frames: FrameSection, arch: Arch, *, path: str | None 
             if t is None:
                 t = _Template()
                 t.exact = True
-                tr = reference(cid, s, e)
-                if tr.reason is not None:
-                    t.reason = tr.reason
+                _prog, init, cie = class_info[cid]
+                quick = None
+                if init is not None and fast:
+                    quick = _fast_translate(data, s, e, (init[1], init[0]), arch,
+                                            cie.code_align, cie.data_align)
+                if quick is not None:
+                    t.flex = quick[1]
+                    t.id = tables.add(quick[0], quick[1], quick[2], arch)
                 else:
-                    t.flex = tr.flex
-                    t.id = tables.add(tr.rows, tr.flex, None, arch)
+                    tr = reference(cid, s, e)
+                    if tr.reason is not None:
+                        t.reason = tr.reason
+                    else:
+                        t.flex = tr.flex
+                        t.id = tables.add(tr.rows, tr.flex, None, arch)
                 exact[key] = t
         if t.reason is not None:
             refusals.append(Refusal(offsets[i], frames.fde_pc_begin[i], pc_range[i], t.reason))
