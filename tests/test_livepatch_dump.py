@@ -48,6 +48,8 @@ def test_tasks_of_the_dump(plus8):
     idle = sorted((t.idle_cpu, t.comm) for t in tasks if t.idle_cpu is not None)
     assert idle == [(0, "swapper/0"), (1, "swapper/1")]
     assert all(t.has_stack for t in tasks)
+    # both possible CPUs are online: no idle task is switched without a check
+    assert plus8.possible_cpus() == [0, 1] and all(t.cpu_online for t in tasks)
 
 
 def test_vmlinux_kallsyms_sizes_are_the_kernels(plus8):

@@ -26,6 +26,7 @@ from sfunwind.livepatch.transition import MAX_STACK_ENTRIES, TaskInfo
 from sfunwind.unwind.trace import Mode, Trace
 
 MAX_MODULES = 1 << 14
+MAX_CPUS = 1 << 13
 MAX_MODULE_SYMBOLS = 1 << 20
 MODULE_NAME_LEN = 56  # MODULE_NAME_LEN = 64 - sizeof(unsigned long)
 SHN_UNDEF = 0
@@ -72,6 +73,38 @@ class DumpInputs:
                                 cpu=t.cpu, state=t.state, running=t.is_running,
                                 idle_cpu=t.idle_of_cpu, cpu_online=True,
                                 has_stack=has_stack))
+        out.extend(self._offline_idle_tasks({t.idle_cpu for t in out}))
+        return out
+
+    def possible_cpus(self) -> list[int]:
+        """``for_each_possible_cpu``: the bits of ``__cpu_possible_mask`` below
+        ``nr_cpu_ids`` (the online CPUs when the mask cannot be read)."""
+        prog = self.program
+        try:
+            nr = prog.memory.read_u32(prog.symbol("nr_cpu_ids"))
+            if 0 < nr <= MAX_CPUS:
+                mask = prog.memory.read(prog.symbol("__cpu_possible_mask"), (nr + 7) // 8)
+                return [c for c in range(nr) if mask[c // 8] >> (c % 8) & 1]
+        except (KeyError, MemoryFault):
+            pass
+        return list(prog.cpu_ids)
+
+    def _offline_idle_tasks(self, known: set[int | None]) -> list[TaskInfo]:
+        """Idle tasks of possible-but-offline CPUs (``idle_threads``, kernel/smpboot.c):
+        klp_try_complete_transition() switches them without looking at their stacks."""
+        prog = self.program
+        online = set(prog.cpu_ids)
+        out = []
+        for cpu in self.possible_cpus():
+            if cpu in online or cpu in known or prog.symbols.get("idle_threads") is None:
+                continue
+            try:
+                idle = prog.read_u64(prog.per_cpu("idle_threads", cpu))
+                comm = prog.task(idle).comm if idle else f"swapper/{cpu}"
+            except (MemoryFault, SfunwindError):
+                idle, comm = 0, f"swapper/{cpu}"
+            out.append(TaskInfo(pid=0, comm=comm, task=idle, cpu=cpu, state="-",
+                                idle_cpu=cpu, cpu_online=False, has_stack=bool(idle)))
         return out
 
     # -- traces ----------------------------------------------------------------------------
