@@ -108,16 +108,20 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_snapshot(args: argparse.Namespace) -> int:
-    from sfunwind.truth.compare import _drive, capture_snapshot, reference
+    from sfunwind.truth.compare import _drive, capture_snapshot, reference, work_positions
     from sfunwind.truth.emulator import Machine
     from sfunwind.truth.image import TruthImage
 
     path = Path(args.image) if args.image else default_image_dir() / f"truth-{args.build}.elf"
     image = TruthImage(path)
-    ref = reference(image)
+    works = work_positions()
     if args.position is not None:
         position = args.position
+        if position < 1:
+            raise UsageError("--position must be at least 1")
     else:
+        ref = reference(image)
+        works = ref.work_positions
         name, _, off = args.at.partition("+")
         try:
             pc = image.symbol(name).address + (int(off, 0) if off else 0)
@@ -129,22 +133,21 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
         if not len(hits):
             raise UsageError(f"{args.at} ({pc:#x}) is never executed")
         position = int(hits[0])
-    if not 0 < position < ref.length:
-        raise UsageError(f"--position must be in 1..{ref.length - 1}")
-    if image.point_class(int(ref.pcs[position])) == "entry":
-        raise UsageError(f"position {position} is in entry code "
-                         f"({image.format_pc(int(ref.pcs[position]))}): exceptions are "
-                         "never taken there")
     machine = Machine(image)
     snaps = []
 
     def on_point(p: int) -> None:
+        if image.point_class(machine.pc) == "entry":
+            raise UsageError(f"position {p} is in entry code ({image.format_pc(machine.pc)}): "
+                             "exceptions are never taken there")
         snaps.append(capture_snapshot(machine.interrupt(p), image, pac=not args.no_pac))
 
-    _drive(machine, sorted([(w, 2) for w in ref.work_positions] + [(position, 1)]), on_point)
+    _drive(machine, sorted([(w, 2) for w in works] + [(position, 1)]), on_point, finish=False)
+    if not snaps:
+        raise UsageError(f"--position {position} is past the end of the task")
     snaps[0].save(args.output)
     truth = snaps[0].truth or {}
-    print(f"{args.output}: interrupted at {image.format_pc(int(ref.pcs[position]))} "
+    print(f"{args.output}: interrupted at {image.format_pc(int(truth['interrupted_pc'], 16))} "
           f"[{truth.get('class')}, {truth.get('context')}], "
           f"{len(truth.get('frames', []))} expected frames")
     return ExitCode.OK

@@ -71,12 +71,15 @@ class Reference:
         return len(self.pcs)
 
 
-def _work_positions(limit: int) -> list[int]:
+def work_positions(limit: int = 60_000_000) -> list[int]:
+    """Where the timeline takes its work IRQs (positions past the task's end never fire)."""
     return list(range(WORK_IRQ_FIRST, limit, WORK_IRQ_EVERY))
 
 
-def _drive(machine: Machine, events: list[tuple[int, int]], on_point) -> None:  # type: ignore[no-untyped-def]
-    """Run the timeline: events are (position, 1 = point | 2 = work IRQ), sorted."""
+def _drive(machine: Machine, events: list[tuple[int, int]], on_point,  # type: ignore[no-untyped-def]
+           *, finish: bool = True) -> None:
+    """Run the timeline: events are (position, 1 = point | 2 = work IRQ), sorted; then run
+    the task to its end unless *finish* is False."""
     position = 0
     for at, kind in events:
         if not machine.advance(at - position):
@@ -86,14 +89,14 @@ def _drive(machine: Machine, events: list[tuple[int, int]], on_point) -> None:  
             machine.inject_work_irq()
         else:
             on_point(position)
-    while machine.advance(5_000_000):
+    while finish and machine.advance(5_000_000):
         pass
 
 
 def reference(image: TruthImage) -> Reference:
     """Run once without interrupts (work IRQs and the WARN included); map the timeline."""
     m = Machine(image, record=True)
-    works = _work_positions(60_000_000)
+    works = work_positions()
     # the work IRQ positions beyond the end never fire; run until done
     _drive(m, [(w, 2) for w in works], lambda _p: None)
     assert m.block_addrs is not None
@@ -274,14 +277,17 @@ class Summary:
 
 def run(image_path: str | Path, *, stride: int | None = 100, sample: int | None = None,
         modes: tuple[Mode, ...] = MODES, pac: bool = True, seed: int = 1,
-        keep: int = 0) -> tuple[Summary, list[Snapshot]]:
+        keep: int = 0, ref: Reference | None = None) -> tuple[Summary, list[Snapshot]]:
     """Interrupt the image at the planned points and compare every mode with the truth.
 
     Returns the summary and up to *keep* snapshots of points where some mode was wrong.
+    *ref* reuses a reference run of the same image.
     """
-    image = TruthImage(image_path)
     t0 = time.perf_counter()
-    ref = reference(image)
+    if ref is None:
+        image = TruthImage(image_path)
+        ref = reference(image)
+    image = ref.image
     positions = plan(ref, stride=stride, sample=sample, seed=seed)
     summary = Summary(image=str(image_path), instructions=ref.length)
     kept: list[Snapshot] = []

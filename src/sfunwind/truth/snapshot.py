@@ -40,7 +40,6 @@ unwinder's ``(UnwindContext, TaskStacks, Start)``.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import lzma
 from dataclasses import dataclass, field
@@ -267,32 +266,32 @@ def load_snapshot(path: str | Path) -> Snapshot:
     return snap
 
 
-_TABLES: dict[tuple[str, int], Any] = {}
-_IMAGES: dict[str, Any] = {}
+_IMAGES: dict[tuple[str, int, int], Any] = {}
 
 
 def _image_and_table(image: Path, sha: str | None, where: Path | None):  # type: ignore[no-untyped-def]
+    """The loaded image and its SFrame table, cached per (path, size, mtime)."""
     from sfunwind.sframe.lookup import SFrameTable
     from sfunwind.truth.image import TruthImage
 
-    key = str(Path(image).resolve())
+    try:
+        st = Path(image).stat()
+    except OSError as exc:
+        raise SnapshotFormatError(f"image {image}: {exc.strerror}",
+                                  path=str(where) if where else None) from None
+    key = (str(Path(image).resolve()), st.st_size, st.st_mtime_ns)
     if key not in _IMAGES:
-        if sha is not None:
-            try:
-                digest = hashlib.sha256(Path(image).read_bytes()).hexdigest()
-            except OSError as exc:
-                raise SnapshotFormatError(f"image {image}: {exc.strerror}",
-                                          path=str(where) if where else None) from None
-            if digest != sha:
-                raise SnapshotFormatError(f"image {image} does not match image_sha256",
-                                          path=str(where) if where else None)
         img = TruthImage(image)
         table = None
         if img.sframe_data is not None:
             table = SFrameTable.from_bytes(img.sframe_data, section_address=img.sframe_address,
                                            path=str(image))
         _IMAGES[key] = (img, table)
-    return _IMAGES[key]
+    img, table = _IMAGES[key]
+    if sha is not None and img.sha256 != sha:
+        raise SnapshotFormatError(f"image {image} does not match image_sha256",
+                                  path=str(where) if where else None)
+    return img, table
 
 
 def unwind_inputs(snapshot: Snapshot, *, image: str | Path | None = None):  # type: ignore[no-untyped-def]
