@@ -24,7 +24,9 @@ klp_try_switch_task() would do at the dump's instant (kernel/livepatch/transitio
 Ranges follow klp_check_stack_func(): the original function (kallsyms size) when patching,
 the patch's new function when unpatching (--unpatch), the previous patch's new function for
 a function an earlier patch already replaced (--stacked OLD=NEW).  The transition completes
-only when no task blocks; the exit status is 1 when it would stall.
+only when no task blocks; the exit status is 1 when it would stall with the --mode unwinder
+(also with --compare).  Objects (modules) not loaded in the dump are not patched yet and are
+skipped, as klp_check_stack() does.
 
 --compare decides with both the upstream (Linux 7.2) and the SFrame unwinder and lists,
 task by task, what the SFrame series changes on this dump.
