@@ -238,6 +238,20 @@ def test_vmlinux_whole_conversion(vmlinux_debug):
     assert table.find_many(pcs).found.all()
 
 
+def test_vmlinux_sframe_agrees_with_debug_frame_at_every_pc(vmlinux_debug):
+    """The converted kernel section, read back by the SFrame codec's lookup, gives the row
+    the (independent) DWARF evaluator gives, on every PC range of every function."""
+    elf = load_elf_cfi(vmlinux_debug)
+    frames = elf.frames()
+    at = default_sframe_address(elf)
+    table = SFrameTable.from_bytes(convert_frame_section(frames, elf.arch).encode(at),
+                                   section_address=at)
+    rep = check_frames(frames, table, elf.arch)
+    assert (rep.fdes, rep.covered, rep.uncovered) == (57921, 57921, [])
+    assert rep.pcs_compared > 450000
+    assert rep.disagreements == []
+
+
 def test_fast_path_equals_reference_state_machine(vmlinux_debug):
     elf = load_elf_cfi(vmlinux_debug)
     fs = elf.frames()
