@@ -79,7 +79,13 @@ def collect(inputs, *, title: str, plan: RangePlan | None = None,
             pid, comm = cur.pid, cur.comm
         except SfunwindError:
             pid, comm = -1, "?"
-        where = prog.symbols.format(c.prstatus.pc) if c.prstatus is not None else "?"
+        pr = c.prstatus
+        if pr is None:
+            where = "? (no NT_PRSTATUS)"
+        elif getattr(pr, "in_kernel", True):
+            where = prog.symbols.format(pr.pc)
+        else:
+            where = f"user mode, pc {pr.pc:#x}"
         cpus.append(CpuLine(c.index, pid, comm, where))
     vi = prog.vmcoreinfo
     facts = [("kernel", getattr(vi, "osrelease", "") or "?"),
