@@ -141,8 +141,12 @@ def run(args: argparse.Namespace) -> int:
     results = {m: try_complete_transition(tasks, plan.ranges, inputs.trace, m,
                                           direction=plan.direction, current=args.current)
                for m in modes}
-    for r in results.values():
+    for m, r in results.items():
         r.notes.extend(plan.skipped)
+        if m in (Mode.SFRAME, Mode.SFRAME_V6) and not inputs.has_sframe(m):
+            r.notes.append("no SFrame data for this kernel (no .sframe, no usable "
+                           ".debug_frame, no --sframe): every exception boundary is "
+                           "unreliable in this mode too")
     main = results[mode]
     out = sys.stdout
     if args.json:

@@ -117,6 +117,10 @@ class DumpInputs:
                 need_rows=mode in (Mode.SFRAME, Mode.SFRAME_V6))
         return self._ctx[mode]
 
+    def has_sframe(self, mode: Mode = Mode.SFRAME) -> bool:
+        """Whether the unwinder of *mode* has SFrame rows for this kernel."""
+        return getattr(self.context(mode), "find_row", None) is not None
+
     def trace(self, task: TaskInfo, mode: Mode) -> Trace:
         key = (task.task, mode)
         if key not in self._traces:
