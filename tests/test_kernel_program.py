@@ -377,3 +377,36 @@ def test_kretprobe_instances_walk(monkeypatch):
 
 def test_vmlinux_path_recorded():
     assert program("nokaslr/el1-abort").vmlinux_path == str(VMLINUX)
+
+
+@pytest.mark.parametrize("dump", DUMPS)
+def test_lists_are_consistent(dump):
+    """next->prev == node along every list walked (no warning on the real dumps)."""
+    prog = KernelProgram.open(vmcore(dump), VMLINUX)
+    prog.threads()
+    assert prog.warnings == []
+
+
+def test_list_corruption_is_reported(tmp_path):
+    """A tasks.next that skips a task: the walk continues, the skip is reported."""
+    from kernel_fixtures import core_notes, core_pages, write_core
+    from sfunwind.memory.elfcore import open_core
+
+    dump = "nokaslr/el1-abort"
+    prog = KernelProgram.open(vmcore(dump), VMLINUX)
+    tasks = [t for t in prog.threads() if t.idle_of_cpu is None]
+    a, b, c = tasks[4], tasks[5], tasks[6]
+    off = prog.layout.task_tasks
+    assert prog.read_u64(a.address + off) == b.address + off
+    core = open_core(vmcore(dump))
+    pages = core_pages(core)
+    pa = prog.memory.translate(a.address + off)
+    page = bytearray(pages[pa // 4096])
+    page[pa % 4096:pa % 4096 + 8] = (c.address + off).to_bytes(8, "little")
+    pages[pa // 4096] = bytes(page)
+    path = tmp_path / "skip.vmcore"
+    write_core(path, core_notes(core), pages)
+    bad = KernelProgram.open(path, VMLINUX)
+    got = {t.address for t in bad.threads()}
+    assert b.address not in got and len(got) == len(prog.threads()) - 1
+    assert len(bad.warnings) == 1 and "prev" in bad.warnings[0]

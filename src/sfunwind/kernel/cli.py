@@ -86,6 +86,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_tasks(args: argparse.Namespace) -> int:
     prog = open_program(args)
     tasks = prog.threads()
+    for warning in prog.warnings:
+        print(f"sfunwind: warning: {warning}", file=sys.stderr)
     if args.json:
         json.dump([t.as_dict() for t in tasks], sys.stdout, indent=None)
         print()

@@ -506,6 +506,8 @@ class KernelProgram:
         self._cpus: list[Cpu] | None = None
         self._cpu_map: dict[int, Cpu] | None = None
         self._threads: list[Task] | None = None
+        #: Inconsistencies found while walking kernel lists (see :meth:`_list`).
+        self.warnings: list[str] = []
 
     # -- opening ---------------------------------------------------------------------------
     @classmethod
@@ -647,16 +649,28 @@ class KernelProgram:
         return t
 
     def _list(self, head: int, link_offset: int, what: str) -> Iterator[int]:
-        """Entries of a ``list_head`` list (container addresses), bounded and cycle-checked."""
+        """Entries of a ``list_head`` list (container addresses), bounded and cycle-checked.
+
+        Each step also checks ``next->prev == node`` (what CONFIG_DEBUG_LIST checks); a
+        mismatch means a corrupt list or one caught mid-update on another CPU, so it is
+        recorded in :attr:`warnings` rather than fatal: the walk may have skipped entries.
+        """
         seen = {head}
+        prev = head
         node = self.read_u64(head)
         for _ in range(MAX_TASKS):
+            back = self.read_u64(node + 8)
+            if back != prev:
+                self.warnings.append(f"{what} list at {head:#x}: {node:#x}->prev is {back:#x}, "
+                                     f"not {prev:#x} (corrupt or mid-update: entries may be "
+                                     "missing)")
             if node == head:
                 return
             if node in seen:
                 raise VmcoreFormatError(f"{what} list at {head:#x} loops at {node:#x}")
             seen.add(node)
             yield node - link_offset
+            prev = node
             node = self.read_u64(node)
         raise VmcoreFormatError(f"{what} list at {head:#x} longer than {MAX_TASKS}")
 
