@@ -222,6 +222,9 @@ def test_cli_tasks_json_and_info():
                for t in ref["tasks"])
     for r in rows:
         assert int(r["stack_high"], 16) - int(r["stack"], 16) == 0x4000
+        names = [s["name"] for s in r["stacks"]]
+        assert names == (["task", "irq", "overflow"] if r["running"] else ["task"])
+        assert r["stacks"][0] == {"name": "task", "low": r["stack"], "high": r["stack_high"]}
     info = subprocess.run([sys.executable, "-m", "sfunwind.cli.main", "kernel", "info",
                            str(vmcore(dump)), "-s", str(VMLINUX), "--json"],
                           capture_output=True, text=True, check=True).stdout

@@ -46,7 +46,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_input_arguments(tasks)
     tasks.add_argument("--json", action="store_true",
                        help="a JSON list: pid, tgid, comm, state, cpu, on_cpu, running, "
-                            "task, stack, stack_high per thread")
+                            "task, stack, stack_high, stacks (task stack; a running task "
+                            "also its CPU's irq and overflow stacks) per thread")
     tasks.set_defaults(func=cmd_tasks)
 
 

@@ -419,7 +419,9 @@ class Task:
              "state_raw": self.state_raw, "exit_state": self.exit_state, "cpu": self.cpu,
              "on_cpu": self.on_cpu, "running": self.is_running, "task": f"{self.address:#x}",
              "stack": f"{self.stack:#x}",
-             "stack_high": f"{self.stack + self.prog.layout.thread_size:#x}"}
+             "stack_high": f"{self.stack + self.prog.layout.thread_size:#x}",
+             "stacks": [{"name": s.name, "low": f"{s.low:#x}", "high": f"{s.high:#x}"}
+                        for s in self.stacks()]}
         if self.idle_of_cpu is not None:
             d["idle_of_cpu"] = self.idle_of_cpu
         return d
