@@ -413,3 +413,11 @@ def test_list_corruption_is_reported(tmp_path):
     got = {t.address for t in bad.threads()}
     assert b.address not in got and len(got) == len(prog.threads()) - 1
     assert len(bad.warnings) == 1 and "prev" in bad.warnings[0]
+
+
+def test_frame_meta_types():
+    lay = program("kaslr/el1-abort").layout
+    # #defines in this kernel (no BTF enumerator): the documented values
+    assert program("kaslr/el1-abort").types._string_offset("FRAME_META_TYPE_FINAL") is None
+    assert (lay.meta_final, lay.meta_pt_regs) == (1, 2)
+    assert lay.frame_meta_types["FRAME_META_TYPE_NONE"] == 0

@@ -21,6 +21,7 @@ object ``[sp, sp + size)`` is on a stack iff ``low <= sp`` and ``sp + size <= hi
 
 from __future__ import annotations
 
+import contextlib
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -222,6 +223,20 @@ class KernelLayout:
     irq_stack_size: int
     overflow_stack_size: int
     kunwind_source: dict[str, int] = field(default_factory=dict)
+    #: ``FRAME_META_TYPE_*``: from the type information if a kernel ever makes them an enum,
+    #: else the ``#define`` values of ``asm/stacktrace/frame.h``.
+    frame_meta_types: dict[str, int] = field(default_factory=lambda: {
+        "FRAME_META_TYPE_NONE": FRAME_META_TYPE_NONE,
+        "FRAME_META_TYPE_FINAL": FRAME_META_TYPE_FINAL,
+        "FRAME_META_TYPE_PT_REGS": FRAME_META_TYPE_PT_REGS})
+
+    @property
+    def meta_final(self) -> int:
+        return self.frame_meta_types["FRAME_META_TYPE_FINAL"]
+
+    @property
+    def meta_pt_regs(self) -> int:
+        return self.frame_meta_types["FRAME_META_TYPE_PT_REGS"]
 
     #: The types :meth:`from_types` reads (a DWARF source preloads them in one pass).
     TYPES = ("struct task_struct", "struct thread_info", "struct cpu_context",
@@ -261,6 +276,14 @@ class KernelLayout:
             ks = btf.enum("enum kunwind_source")
         except KeyError:
             ks = {}
+        meta = {"FRAME_META_TYPE_NONE": FRAME_META_TYPE_NONE,
+                "FRAME_META_TYPE_FINAL": FRAME_META_TYPE_FINAL,
+                "FRAME_META_TYPE_PT_REGS": FRAME_META_TYPE_PT_REGS}
+        enumerator = getattr(btf, "enumerator", None)
+        if enumerator is not None:
+            for name in meta:
+                with contextlib.suppress(KeyError):
+                    meta[name] = enumerator(name)
         overflow = btf.var_size("overflow_stack")
         if overflow is None and symbols is not None and "overflow_stack" in symbols:
             info = symbols.lookup(symbols.address_of("overflow_stack"))
@@ -294,7 +317,7 @@ class KernelLayout:
             frame_record_fp=off("struct frame_record", "fp"),
             frame_record_lr=off("struct frame_record", "lr"),
             thread_size=thread_size, irq_stack_size=thread_size,
-            overflow_stack_size=overflow, kunwind_source=ks,
+            overflow_stack_size=overflow, kunwind_source=ks, frame_meta_types=meta,
         )
 
     @property
