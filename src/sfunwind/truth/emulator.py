@@ -179,7 +179,7 @@ class Machine:
         kinds = image.kinds
         text = image.text_address
         self._kinds = kinds
-        uc.hook_add(unicorn.UC_HOOK_BLOCK, self._on_block)
+        self.block_hook = uc.hook_add(unicorn.UC_HOOK_BLOCK, self._on_block)
         uc.hook_add(unicorn.UC_HOOK_INTR, self._on_intr)
         self._text = text
         uc.reg_write(c.UC_ARM64_REG_PC, image.entry)
