@@ -115,3 +115,45 @@ def test_missing_file_and_bad_xz(tmp_path):
     with pytest.raises(FormatError) as err:
         open_core(bad)
     assert "xz" in str(err.value) and str(bad) in str(err.value)
+
+
+def _raw_core(path, loads: list[tuple[int, bytes, int]]) -> ElfCore:
+    """An aarch64 ELF core with PT_LOADs (paddr, file bytes, p_memsz), no notes."""
+    phnum = len(loads)
+    pos = 64 + 56 * phnum
+    phdrs, blobs = [], []
+    for paddr, blob, memsz in loads:
+        phdrs.append(struct.pack("<IIQQQQQQ", 1, 6, pos, 0xFFFF000000000000 | paddr, paddr,
+                                 len(blob), memsz, 4096))
+        blobs.append(blob)
+        pos += len(blob)
+    ehdr = struct.pack("<16sHHIQQQIHHHHHH", b"\x7fELF\x02\x01\x01" + b"\0" * 9, 4, 183, 1, 0,
+                       64, 0, 0, 64, 56, phnum, 64, 0, 0)
+    path.write_bytes(ehdr + b"".join(phdrs) + b"".join(blobs))
+    return ElfCore.open(path)
+
+
+def test_overlapping_loads_like_kdump(tmp_path):
+    """kexec-tools adds a kernel-image PT_LOAD inside the System RAM one: both hold the same
+    memory; reads anywhere in either work and the layout becomes disjoint."""
+    ram = bytes(range(256)) * 64  # 16 KiB at 0x40000000
+    image = ram[0x1000:0x3000]  # the same bytes, as a second segment
+    tail = b"\xaa" * 0x2000  # overlaps the end of RAM and extends it
+    core = _raw_core(tmp_path / "c", [(0x40001000, image, len(image)),
+                                      (0x40000000, ram, len(ram)),
+                                      (0x40003000, ram[0x3000:] + tail[0x1000:], 0x2000)])
+    assert [(s.paddr, s.mem_size) for s in core.segments] == [(0x40000000, 0x4000),
+                                                              (0x40004000, 0x1000)]
+    assert core.read_physical(0x40001000, 0x2000) == image
+    assert core.read_physical(0x40003FF0, 0x20) == ram[-0x10:] + b"\xaa" * 0x10
+    with pytest.raises(MemoryFault):
+        core.read_physical(0x40005000, 1)
+
+
+def test_memsz_beyond_filesz_reads_zeros(tmp_path):
+    core = _raw_core(tmp_path / "z", [(0x80000000, b"\x11" * 0x1000, 0x3000)])
+    assert core.read_physical(0x80000FF8, 0x10) == b"\x11" * 8 + bytes(8)
+    assert core.read_physical(0x80002000, 0x1000) == bytes(0x1000)
+    with pytest.raises(MemoryFault, match="not in the dump"):
+        core.read_physical(0x80003000, 1)
+    assert not core.truncated

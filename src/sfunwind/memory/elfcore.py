@@ -57,10 +57,13 @@ class Note:
 
 @dataclass(frozen=True)
 class Segment:
-    """A ``PT_LOAD``: physical ``[paddr, paddr + size)`` stored at file ``offset``.
+    """A ``PT_LOAD``: physical ``[paddr, paddr + mem_size)``, the first ``declared_size``
+    bytes stored at file ``offset``.
 
-    ``size`` is what the file really holds (``p_filesz`` clipped to the file's end);
-    ``declared_size`` is ``p_filesz`` as written.
+    ``size`` is what the file really holds (``p_filesz`` clipped to the file's end: less
+    only in a truncated file); ``declared_size`` is ``p_filesz``; ``mem_size`` is
+    ``p_memsz``: bytes past ``p_filesz`` read as zeros (ELF semantics; makedumpfile's ELF
+    output leaves excluded trailing zero pages out that way).
     """
 
     paddr: int
@@ -68,10 +71,19 @@ class Segment:
     size: int
     offset: int
     declared_size: int
+    mem_size: int = -1
+
+    def __post_init__(self) -> None:
+        if self.mem_size < self.declared_size:
+            object.__setattr__(self, "mem_size", self.declared_size)
 
     @property
     def end(self) -> int:
         return self.paddr + self.size
+
+    @property
+    def mem_end(self) -> int:
+        return self.paddr + self.mem_size
 
 
 @dataclass(frozen=True)
@@ -218,6 +230,24 @@ class VmcoreInfo:
         return bits
 
 
+def _disjoint(segments: list[Segment]) -> list[Segment]:
+    """Segments sorted by address with overlaps removed, the earlier (then larger) one
+    winning.  kdump cores overlap on purpose: kexec-tools adds a PT_LOAD for the kernel
+    image on top of the System RAM ones (both hold the same physical memory)."""
+    out: list[Segment] = []
+    covered = 0
+    for seg in sorted(segments, key=lambda s: (s.paddr, -s.mem_size)):
+        if seg.mem_end <= covered:
+            continue  # entirely inside what is already mapped
+        if seg.paddr < covered:
+            cut = covered - seg.paddr
+            seg = Segment(covered, seg.vaddr + cut, max(0, seg.size - cut), seg.offset + cut,
+                          max(0, seg.declared_size - cut), seg.mem_size - cut)
+        out.append(seg)
+        covered = seg.mem_end
+    return out
+
+
 class ElfCore:
     """An ELF core file opened read-only through ``mmap``.
 
@@ -290,24 +320,22 @@ class ElfCore:
                              f"file ({self.file_size:#x} bytes)", phoff)
         for i in range(phnum):
             off = phoff + i * phentsize
-            p_type, _pf, p_offset, p_vaddr, p_paddr, p_filesz, _memsz, _align = \
+            p_type, _pf, p_offset, p_vaddr, p_paddr, p_filesz, p_memsz, _align = \
                 _PHDR.unpack_from(d, off)
-            if p_type == PT_LOAD and p_filesz:
-                if p_paddr + p_filesz > 1 << 64:
+            if p_type == PT_LOAD and (p_filesz or p_memsz):
+                if p_paddr + max(p_filesz, p_memsz) > 1 << 64:
                     raise self._fail(f"PT_LOAD {i} wraps the physical address space", off)
                 present = max(0, min(p_filesz, self.file_size - p_offset))
                 if present < p_filesz:
                     self.truncated = True
-                self.segments.append(Segment(p_paddr, p_vaddr, present, p_offset, p_filesz))
+                self.segments.append(Segment(p_paddr, p_vaddr, present, p_offset, p_filesz,
+                                             p_memsz))
             elif p_type == PT_NOTE:
                 if p_offset + p_filesz > self.file_size:
                     raise self._fail(f"PT_NOTE {i} ({p_filesz:#x} bytes at {p_offset:#x}) runs "
                                      "past the end of the file", off)
                 self._parse_notes(p_offset, p_filesz)
-        self.segments.sort(key=lambda s: s.paddr)
-        for a, b in zip(self.segments, self.segments[1:], strict=False):
-            if a.paddr + a.declared_size > b.paddr:
-                raise self._fail(f"PT_LOADs overlap at physical {b.paddr:#x}", None)
+        self.segments = _disjoint(self.segments)
         for note in self.notes:
             if note.name == "CORE" and note.type == NT_PRSTATUS:
                 self.prstatus.append(self._parse_prstatus(note, len(self.prstatus)))
@@ -345,7 +373,7 @@ class ElfCore:
         i = bisect.bisect_right(self._starts, paddr) - 1
         if i >= 0:
             seg = self.segments[i]
-            if paddr < seg.paddr + seg.declared_size:
+            if paddr < seg.mem_end:
                 return seg
         return None
 
@@ -370,12 +398,17 @@ class ElfCore:
             va = None if vaddr is None else vaddr + (pa - paddr)
             if seg is None:
                 raise MemoryFault(pa if va is None else va, "not in the dump", physical=pa)
-            if pa >= seg.end:
+            file_end = seg.paddr + seg.declared_size
+            if seg.end <= pa < file_end:
                 raise MemoryFault(pa if va is None else va,
                                   "beyond the end of the truncated dump file", physical=pa)
-            take = min(end, seg.end) - pa
-            off = seg.offset + pa - seg.paddr
-            out += self._data[off:off + take]
+            if pa >= file_end:  # p_memsz beyond p_filesz: zeros
+                take = min(end, seg.mem_end) - pa
+                out += bytes(take)
+            else:
+                take = min(end, seg.end) - pa
+                off = seg.offset + pa - seg.paddr
+                out += self._data[off:off + take]
             pa += take
         return bytes(out)
 
