@@ -384,19 +384,7 @@ class SFrameTable:
         else:
             self.fre_abs_start = np.zeros(0, dtype=_U64)
             self.fre_abs_end = np.zeros(0, dtype=_U64)
-        # The scalar path reads plain Python sequences (numpy scalars are slow one by one).
-        # array.array, not list: it is no GC container, so a 10^6-entry table does not slow
-        # every garbage collection down.
-        # Lists for the two bisect()ed sequences (bisect is fastest on a list).
-        self._starts_list = self.fde_start.tolist()
-        self._sizes_list = _int_array(self.fde_size, "Q")
-        self._keys_list = self.fre_key.tolist()
-        self._first_list = _int_array(self.fde_first)
-        self._nfres_list = _int_array(self.fde_nfres)
-        self._pcmask_list = _int_array(self.fde_pcmask)
-        self._rep_list = _int_array(self.fde_rep, "Q")
-        self._irregular_list = _int_array(self.fde_irregular)
-        self._fre_start_list = _int_array(self.fre_start)
+        self._scalar_ready = False
         self._row_cache: dict[int, UnwindRow | None] = {}
         self._rules: dict[tuple[int, int, int], CfaRule | Rule] = {}
         self._lists: tuple[list, ...] | None = None
@@ -531,12 +519,14 @@ class SFrameTable:
 
     def find_fde(self, pc: int) -> int | None:
         """The table (sorted) index of the FDE containing ``pc``, or None (gap/outside)."""
+        self._prepare_scalar()
         i = bisect.bisect_right(self._starts_list, pc) - 1
         if i < 0 or pc - self._starts_list[i] >= self._sizes_list[i]:
             return None
         return i
 
     def _find_row(self, pc: int) -> tuple[int, int] | None:
+        self._prepare_scalar()
         starts = self._starts_list
         i = bisect.bisect_right(starts, pc) - 1
         if i < 0:
@@ -580,12 +570,25 @@ class SFrameTable:
 
         Raises :class:`SFrameFormatError` when the matching FRE is malformed (a data-word
         layout the format does not allow)."""
-        hit = self._find_row(pc)
-        if hit is None:
-            return None
-        i, r = hit
-        if self._pcmask_list[i]:
-            return self._make_row(r, pc)
+        if not self._scalar_ready:
+            self._prepare_scalar()
+        abs_starts = self._abs_starts_list
+        if abs_starts is not None:
+            r = bisect.bisect_right(abs_starts, pc) - 1
+            if r < 0:
+                return None
+            if self._fre_pcmask[r]:
+                hit = self._find_row(pc)
+                return None if hit is None else self._make_row(hit[1], pc)
+            if pc >= self._lists_abs_end[r]:
+                return None
+        else:
+            hit = self._find_row(pc)
+            if hit is None:
+                return None
+            i, r = hit
+            if self._pcmask_list[i]:
+                return self._make_row(r, pc)
         cache = self._row_cache
         row = cache.get(r)
         if row is None:
@@ -601,7 +604,40 @@ class SFrameTable:
 
     def row(self, r: int, pc: int | None = None) -> UnwindRow:
         """The :class:`UnwindRow` of flat FRE row ``r`` (``pc`` places a PCMASK row)."""
+        self._prepare_scalar()
         return self._make_row(int(r), pc)
+
+    def _prepare_scalar(self) -> None:
+        """Plain Python sequences for the one-PC path (built on first use, so the index
+        build stays vectorised): reading numpy scalars one by one costs ~100 ns each.
+
+        ``array.array`` rather than lists where no bisect runs: it is no GC container, so a
+        10^6-entry table does not slow every garbage collection down.
+        """
+        if self._scalar_ready:
+            return
+        self._starts_list = self.fde_start.tolist()
+        self._sizes_list = _int_array(self.fde_size, "Q")
+        self._keys_list = self.fre_key.tolist()
+        self._first_list = _int_array(self.fde_first)
+        self._nfres_list = _int_array(self.fde_nfres)
+        self._pcmask_list = _int_array(self.fde_pcmask)
+        self._rep_list = _int_array(self.fde_rep, "Q")
+        self._irregular_list = _int_array(self.fde_irregular)
+        self._fre_start_list = _int_array(self.fre_start)
+        # Fast path: when FDEs are sorted and disjoint and every FRE start increases, the
+        # FREs' absolute starts are sorted across the whole table, so one bisect finds the
+        # candidate row and its end decides hit or miss (PCMASK rows take the general path).
+        n = self.num_fres
+        regular = not self.fde_irregular.any()
+        if regular and self.num_fdes > 1:
+            regular = bool((self.fde_start[1:] >= self.fde_end[:-1]).all())
+        if regular and n > 1:
+            regular = bool((self.fre_abs_start[1:] >= self.fre_abs_start[:-1]).all())
+        self._abs_starts_list = self.fre_abs_start.tolist() if regular else None
+        self._lists_abs_end = _int_array(self.fre_abs_end, "Q")
+        self._fre_pcmask = _int_array(self.fde_pcmask[self.fre_fde]) if n else array.array("q")
+        self._scalar_ready = True
 
     def _scalar_lists(self) -> tuple[list, ...]:
         """Per-FRE fields as Python lists for the scalar path (built on first use: reading
@@ -713,6 +749,7 @@ class SFrameTable:
             r = np.zeros(m, dtype=np.int64)
             irregular = None
         if irregular is not None and irregular.any():
+            self._prepare_scalar()
             for k in np.nonzero(irregular)[0]:
                 hit = self._walk(int(ic[k]), int(off[k]))
                 if hit is None:
