@@ -811,11 +811,14 @@ class _Tables:
         self.f_nadv: list[int] = []
         self.f_const: list[int] = []
         self.f_body: list[int] = []
+        self.f_bcum: list[int] = []  # per FRE: bytes of the template's earlier FRE bodies
         self.f_off: list[int] = []
         self.f_len: list[int] = []
         self.flex: list[int] = []
-        self.bodies: dict[tuple, int] = {}
+        self.bodies: dict[tuple, int] = {}  # FRE state -> body id (DEFAULT FDEs)
+        self.bodies_flex: dict[tuple, int] = {}  # (FLEX FDEs)
         self.body_bytes: list[bytes] = []
+        self.body_len: list[int] = []
 
     def add(self, rows, flex: bool, rec: tuple | None, arch: Arch) -> int:
         tid = len(self.f_off)
@@ -838,17 +841,35 @@ class _Tables:
         self.f_len.append(len(rows))
         self.f_nadv += f_nadv
         self.f_const += f_const
-        bodies = self.bodies
+        bodies = self.bodies_flex if flex else self.bodies
+        body_bytes = self.body_bytes
+        body_len = self.body_len
+        f_body = self.f_body
+        f_bcum = self.f_bcum
+        cum = 0
         for _start, state in rows:
-            key = (state, flex)
-            bid = bodies.get(key)
+            bid = bodies.get(state)
             if bid is None:
-                bid = len(self.body_bytes)
-                bodies[key] = bid
-                self.body_bytes.append(encode_fre_body(state, arch, flex))
-            self.f_body.append(bid)
+                bid = len(body_bytes)
+                bodies[state] = bid
+                body = encode_fre_body(state, arch, flex)
+                body_bytes.append(body)
+                body_len.append(len(body))
+            f_body.append(bid)
+            f_bcum.append(cum)
+            cum += body_len[bid]
         self.flex.append(1 if flex else 0)
         return tid
+
+    def blob(self, tid: int, asz: int, info: int, big: bool) -> bytes:
+        """Attribute record + FREs of template *tid* with zeroed start offsets."""
+        first, n = self.f_off[tid], self.f_len[tid]
+        hole = bytes(asz)
+        parts = [struct.pack(">HBBB" if big else "<HBBB", n, info, self.flex[tid], 0)]
+        for bid in self.f_body[first:first + n]:
+            parts.append(hole)
+            parts.append(self.body_bytes[bid])
+        return b"".join(parts)
 
 
 def _ragged(lengths: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -888,6 +909,8 @@ def convert_frame_section(frames: FrameSection, arch: Arch, *, path: str | None 
     signal_empty: dict[int, int] = {}
     kept: list[int] = []
     kept_tid: list[int] = []
+    blobs: list[bytes] = []
+    blob_cache: dict[tuple, bytes] = {}
     refusals: list[Refusal] = []
     canon = _CANON
 
@@ -898,27 +921,41 @@ def convert_frame_section(frames: FrameSection, arch: Arch, *, path: str | None 
                                section=section, path=path)
         return translate_program(prog + fprog, arch, cie.ra_register)
 
-    for i in range(len(offsets)):
-        cie_off = fde_cie[i]
+    def new_class(cie_off: int) -> int:
+        cie = cies[cie_off]
+        cid = class_of_key.get(cie.key)
+        if cid is None:
+            cid = len(class_info)
+            class_of_key[cie.key] = cid
+            prog = decode_program(data, cie.instructions_start, cie.instructions_end,
+                                  cie.code_align, cie.data_align,
+                                  address_size=cie.address_size, big_endian=big,
+                                  section=section, path=path)
+            init = (_cie_initial_row(prog, arch, cie.ra_register)
+                    if cie.ra_register == arch.ra else None)
+            class_info.append((prog, init, cie))
+        cie_class[cie_off] = cid
+        return cid
+
+    # (class, canonical bytes, start width) -> (operand getter, operand values, template id,
+    # blob): the common case costs a slice, a translate and one dict lookup per FDE.
+    hot: dict[tuple, tuple] = {}
+    kept_append, tid_append, blob_append = kept.append, kept_tid.append, blobs.append
+    for i, cie_off, s, e, size in zip(range(len(offsets)), fde_cie, ins_start, ins_end,
+                                      pc_range, strict=True):
         cid = cie_class.get(cie_off)
         if cid is None:
-            cie = cies[cie_off]
-            cid = class_of_key.get(cie.key)
-            if cid is None:
-                cid = len(class_info)
-                class_of_key[cie.key] = cid
-                prog = decode_program(data, cie.instructions_start, cie.instructions_end,
-                                      cie.code_align, cie.data_align,
-                                      address_size=cie.address_size, big_endian=big,
-                                      section=section, path=path)
-                init = (_cie_initial_row(prog, arch, cie.ra_register)
-                        if cie.ra_register == arch.ra else None)
-                class_info.append((prog, init, cie))
-            cie_class[cie_off] = cid
-        s = ins_start[i]
-        e = ins_end[i]
+            cid = new_class(cie_off)
         body = data[s:e]
-        t = templates.get((cid, body.translate(canon))) if fast else _EXACT_ONLY
+        asz = 1 if size < 0x100 else 2 if size < 0x10000 else 4
+        hkey = (cid, body.translate(canon), asz) if fast else None
+        ent = hot.get(hkey)
+        if ent is not None and (ent[0] is None or ent[0](body) == ent[1]):
+            kept_append(i)
+            tid_append(ent[2])
+            blob_append(ent[3])
+            continue
+        t = templates.get(hkey[:2]) if fast else _EXACT_ONLY
         if t is None:
             t = _Template()
             _prog, init, cie = class_info[cid]
@@ -936,8 +973,9 @@ def convert_frame_section(frames: FrameSection, arch: Arch, *, path: str | None 
                     t.oper_get = itemgetter(*oper)
                     t.oper_vals = t.oper_get(body)
                 t.id = tables.add(rows, flex, rec, arch)
-            templates[(cid, body.translate(canon))] = t
-        if t.exact or (t.oper_get is not None and t.oper_get(body) != t.oper_vals):
+            templates[hkey[:2]] = t
+        shared = not t.exact and (t.oper_get is None or t.oper_get(body) == t.oper_vals)
+        if not shared:
             key = (cid, body)
             t = exact.get(key)
             if t is None:
@@ -960,39 +998,45 @@ def convert_frame_section(frames: FrameSection, arch: Arch, *, path: str | None 
                         t.id = tables.add(tr.rows, tr.flex, None, arch)
                 exact[key] = t
         if t.reason is not None:
-            refusals.append(Refusal(offsets[i], frames.fde_pc_begin[i], pc_range[i], t.reason))
+            refusals.append(Refusal(offsets[i], frames.fde_pc_begin[i], size, t.reason))
             if not class_info[cid][2].signal_frame:
                 continue
             # gas still emits a signal frame's FDE, with no FREs.
             tid = signal_empty.get(0)
             if tid is None:
                 tid = signal_empty[0] = tables.add((), False, None, arch)
-            kept.append(i)
-            kept_tid.append(tid)
-            continue
-        kept.append(i)
-        kept_tid.append(t.id)
-    return _assemble(frames, arch, kept, kept_tid, tables, class_info, cie_class, refusals)
+        else:
+            tid = t.id
+        bkey = (tid, asz, cid)
+        blob = blob_cache.get(bkey)
+        if blob is None:
+            cie = class_info[cid][2]
+            info = _FRE_TYPE[asz] | (int(cie.pauth_b_key) << 5) | (int(cie.signal_frame) << 7)
+            blob = blob_cache[bkey] = tables.blob(tid, asz, info, big)
+        if shared and t.reason is None:
+            hot[hkey] = (t.oper_get, t.oper_vals, tid, blob)
+        kept_append(i)
+        tid_append(tid)
+        blob_append(blob)
+    return _assemble(frames, arch, kept, kept_tid, blobs, tables, refusals)
 
 
 def _assemble(frames: FrameSection, arch: Arch, kept: list[int], kept_tid: list[int],
-              tables: _Tables, class_info: list, cie_class: dict[int, int],
-              refusals: list[Refusal]) -> Conversion:
-    """Vectorised FRE start computation and FRE sub-section assembly (numpy)."""
+              blobs: list[bytes], tables: _Tables, refusals: list[Refusal]) -> Conversion:
+    """FRE start offsets for all FDEs at once (numpy), patched into the joined blobs."""
     big = arch.big_endian
     n = len(kept)
     kept_a = np.array(kept, dtype=np.int64)
     tid = np.array(kept_tid, dtype=np.int64)
-    pc_begin = np.array(frames.fde_pc_begin, dtype=np.uint64)[kept_a] if n else np.zeros(
-        0, np.uint64)
-    size = np.array(frames.fde_pc_range, dtype=np.uint64)[kept_a] if n else np.zeros(
-        0, np.uint64)
-    ins = np.array(frames.fde_ins_start, dtype=np.int64)[kept_a] if n else np.zeros(0, np.int64)
-    cls = np.array([cie_class[frames.fde_cie[i]] for i in kept], dtype=np.int64)
-    cls_caf = np.array([c[2].code_align for c in class_info] or [1], dtype=np.int64)
-    cls_bkey = np.array([int(c[2].pauth_b_key) for c in class_info] or [0], dtype=np.int64)
-    cls_sig = np.array([int(c[2].signal_frame) for c in class_info] or [0], dtype=np.int64)
-    caf = cls_caf[cls] if n else np.zeros(0, np.int64)
+    pc_begin = np.array(frames.fde_pc_begin, dtype=np.uint64)[kept_a]
+    size = np.array(frames.fde_pc_range, dtype=np.uint64)[kept_a]
+    ins = np.array(frames.fde_ins_start, dtype=np.int64)[kept_a]
+    caf_by_cie = {off: c.code_align for off, c in frames.cies.items()}
+    if len(set(caf_by_cie.values())) <= 1:  # one code alignment factor (always, in practice)
+        caf = np.full(n, next(iter(caf_by_cie.values()), 1), dtype=np.int64)
+    else:
+        fde_cie = frames.fde_cie
+        caf = np.fromiter((caf_by_cie[fde_cie[i]] for i in kept), dtype=np.int64, count=n)
 
     d_pos = np.array(tables.d_pos, dtype=np.int64)
     d_mask = np.array(tables.d_mask, dtype=np.int64)
@@ -1003,30 +1047,29 @@ def _assemble(frames: FrameSection, arch: Arch, kept: list[int], kept_tid: list[
     t_nadv = np.array(tables.n_adv, dtype=np.int64)
     f_nadv = np.array(tables.f_nadv, dtype=np.int64)
     f_const = np.array(tables.f_const, dtype=np.int64)
-    f_body = np.array(tables.f_body, dtype=np.int64)
+    f_bcum = np.array(tables.f_bcum, dtype=np.int64)
     t_foff = np.array(tables.f_off, dtype=np.int64)
     t_flen = np.array(tables.f_len, dtype=np.int64)
-    t_flex = np.array(tables.flex, dtype=np.int64)
-    body_len = np.array([len(b) for b in tables.body_bytes] or [0], dtype=np.int64)
-    pool = np.frombuffer(b"".join(tables.body_bytes) or b"\0", dtype=np.uint8)
-    body_off = np.cumsum(body_len) - body_len
     section = np.frombuffer(frames.data, dtype=np.uint8)
 
     # Advance amounts: each FDE's delta bytes, summed per advance op, then prefix sums.
-    src, seg = _ragged(t_dlen[tid], t_doff[tid]) if n else (np.zeros(0, np.int64),) * 2
-    nops = t_nadv[tid] if n else np.zeros(0, np.int64)
+    src, seg = _ragged(t_dlen[tid], t_doff[tid])
+    nops = t_nadv[tid]
     op_base = np.cumsum(nops) - nops
     vals = (section[ins[seg] + d_pos[src]].astype(np.int64) & d_mask[src]) * d_mul[src]
-    op_global = op_base[seg] + d_op[src]
-    op_delta = np.bincount(op_global, weights=vals, minlength=int(nops.sum())).astype(np.int64) \
-        if len(vals) else np.zeros(int(nops.sum()), np.int64)
+    flat = op_base[seg] + d_op[src]
+    total_ops = int(nops.sum())
+    if len(vals) and (d_mul[src] != 1).any():  # multi-byte advances: sum their bytes
+        op_delta = np.bincount(flat, weights=vals, minlength=total_ops).astype(np.int64)
+    else:  # one byte per advance op (the common case): a plain scatter
+        op_delta = np.zeros(total_ops, dtype=np.int64)
+        op_delta[flat] = vals
     cum = np.concatenate(([0], np.cumsum(op_delta)))  # cum[k] = sum of the first k ops
 
     # FREs: start = const + code_align * (advances before it).
-    fsrc, fseg = _ragged(t_flen[tid], t_foff[tid]) if n else (np.zeros(0, np.int64),) * 2
-    k = f_nadv[fsrc]
-    starts = f_const[fsrc] + caf[fseg] * (cum[op_base[fseg] + k] - cum[op_base[fseg]])
-    nfre = t_flen[tid] if n else np.zeros(0, np.int64)
+    fsrc, fseg = _ragged(t_flen[tid], t_foff[tid])
+    starts = f_const[fsrc] + caf[fseg] * (cum[op_base[fseg] + f_nadv[fsrc]] - cum[op_base[fseg]])
+    nfre = t_flen[tid]
 
     # FREs past the end of their function: refuse those FDEs (not something gas can make).
     bad_fre = starts > size[fseg].astype(np.int64)
@@ -1047,36 +1090,21 @@ def _assemble(frames: FrameSection, arch: Arch, kept: list[int], kept_tid: list[
         refusals.sort(key=lambda r: r.fde_offset)
         keep = np.nonzero(~bad)[0].tolist()
         return _assemble(frames, arch, [kept[j] for j in keep], [kept_tid[j] for j in keep],
-                         tables, class_info, cie_class, refusals)
+                         [blobs[j] for j in keep], tables, refusals)
 
-    asz = np.where(size < 0x100, 1, np.where(size < 0x10000, 2, 4)).astype(np.int64)
-    fre_type = np.where(asz == 1, 0, np.where(asz == 2, 1, 2))
-    fre_asz = asz[fseg]
-    blen = body_len[f_body[fsrc]]
-    fre_len = fre_asz + blen
-    block_len = 5 + np.bincount(fseg, weights=fre_len, minlength=n).astype(np.int64)
+    block_len = np.fromiter(map(len, blobs), dtype=np.int64, count=n)
     block_off = np.cumsum(block_len) - block_len
-    total = int(block_len.sum())
-    out = np.zeros(total, dtype=np.uint8)
-    # Attribute records: u16 num_fres, info, info2, rep_size (0).
-    info = fre_type | (cls_bkey[cls] << 5) | (cls_sig[cls] << 7) if n else np.zeros(0, np.int64)
-    lo, hi = (1, 0) if big else (0, 1)
-    out[block_off + lo] = nfre & 0xFF
-    out[block_off + hi] = (nfre >> 8) & 0xFF
-    out[block_off + 2] = info
-    out[block_off + 3] = t_flex[tid] if n else 0
-    # Each FRE: start offset (asz bytes), then its info byte and data words.
-    fre_pos = np.cumsum(fre_len) - fre_len
-    fde_first = np.cumsum(nfre) - nfre
-    fre_pos = fre_pos - fre_pos[fde_first[fseg]] + block_off[fseg] + 5 if len(fre_pos) else fre_pos
+    out = np.frombuffer(b"".join(blobs), dtype=np.uint8).copy()
+    asz = np.where(size < 0x100, 1, np.where(size < 0x10000, 2, 4)).astype(np.int64)
+    fre_asz = asz[fseg]
+    k = fsrc - t_foff[tid][fseg]  # FRE index inside its function
+    fre_pos = block_off[fseg] + 5 + k * fre_asz + f_bcum[fsrc]
     for b in range(4):
         m = fre_asz > b
         if not m.any():
             continue
         shift = 8 * ((fre_asz[m] - 1 - b) if big else b)
         out[fre_pos[m] + b] = (starts[m] >> shift) & 0xFF
-    bsrc, bseg = _ragged(blen, body_off[f_body[fsrc]])
-    out[(fre_pos + fre_asz)[bseg] + (bsrc - body_off[f_body[fsrc]][bseg])] = pool[bsrc]
     return Conversion(arch, pc_begin.view(np.int64), size.astype(np.uint32), out.tobytes(),
                       block_off, int(nfre.sum()), refusals, len(frames.fde_offsets),
                       [frames.fde_offsets[i] for i in kept])
