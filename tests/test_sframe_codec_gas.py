@@ -23,9 +23,11 @@ from sfunwind.sframe import SFrameTable, decode, dump_text, encode, load, valida
 
 ARCHES = {
     "aarch64": "aarch64-linux-gnu-",
+    "aarch64_be": "aarch64-linux-gnu-",
     "x86_64": "x86_64-linux-gnu-",
     "s390x": "s390x-linux-gnu-",
 }
+ENDIAN_FLAGS = {"aarch64_be": "-EB"}
 
 
 def _nops(arch: str, n: int, rnd: random.Random) -> str:
@@ -39,6 +41,7 @@ def _nops(arch: str, n: int, rnd: random.Random) -> str:
 
 
 def gen_function(arch: str, name: str, rnd: random.Random) -> str:
+    arch = "aarch64" if arch == "aarch64_be" else arch
     lines = [f"\t.globl {name}\n\t.type {name}, @function\n{name}:\n\t.cfi_startproc\n"]
     if arch == "aarch64" and rnd.random() < 0.2:
         lines.append("\t.cfi_b_key_frame\n")
@@ -125,15 +128,16 @@ def gen_program(arch: str, seed: int, n: int) -> str:
 @pytest.mark.parametrize("arch", sorted(ARCHES))
 def test_random_cfi_programs_match_gas_and_objdump(sid, arch: str) -> None:  # type: ignore[no-untyped-def]
     prefix = ARCHES[arch]
+    eb = ENDIAN_FLAGS.get(arch, "")
     if not (sid.root / "usr" / "bin" / f"{prefix}as").exists():
         pytest.skip(f"{prefix}as not in the chroot")
     work = sid.scratch()
     try:
         checked_rows = 0
-        for seed in range(3):
-            (work / "t.s").write_text(gen_program(arch, 1000 * seed + len(arch), 40))
-            res = sid.run(f"{prefix}as --gsframe -o t.o t.s && "
-                          f"{prefix}ld -static --build-id=none -e f0 -o t t.o && "
+        for seed in range(6):
+            (work / "t.s").write_text(gen_program(arch, 1000 * seed + len(arch), 60))
+            res = sid.run(f"{prefix}as {eb} --gsframe -o t.o t.s && "
+                          f"{prefix}ld {eb} -static --build-id=none -e f0 -o t t.o && "
                           f"{prefix}objdump --sframe t.o > t.o.txt && "
                           f"{prefix}objdump --sframe t > t.txt", cwd=work, check=False)
             assert res.returncode == 0, res.stderr[-2000:]
@@ -149,6 +153,7 @@ def test_random_cfi_programs_match_gas_and_objdump(sid, arch: str) -> None:  # t
                 assert encode(decode(raw, section_address=sec.address)) == \
                     raw[:len(raw) - len(section.trailing)]
                 assert validate(section) == [], (arch, seed, name)
+                assert section.big_endian == (arch in ("aarch64_be", "s390x"))
                 if name == "t":
                     checked_rows += _check_rows_against_dump(section, expected)
         assert checked_rows > 100
