@@ -156,7 +156,14 @@ def test_nested_irq_trace_shape():
     assert kinds[-1] is EventKind.FINAL
     markers = [f.marker for f in trace.frames]
     assert markers.count("P") == 4  # the PRSTATUS pc and three pt_regs
-    assert [r.code for r in trace.reasons] == ["exception-boundary"]
+    # upstream skips the callers that were only in LR; the call-site metadata sees it: the
+    # return address after (P) follows a call to a function that is not the (P) one
+    assert [r.code for r in trace.reasons] == ["exception-boundary", "call-target",
+                                               "call-target"]
+    skipped = [trace.frames[r.index - 1].symbol for r in trace.reasons[1:]]
+    assert skipped == ["_raw_spin_unlock_irqrestore", "__arch_copy_to_user"]
+    assert "call to try_to_wake_up, " in trace.reasons[1].message
+    assert "call to _copy_to_iter, " in trace.reasons[2].message
     stacks = [f.stack for f in trace.frames]
     assert stacks[1] == "irq" and stacks[-1] == "task"
 

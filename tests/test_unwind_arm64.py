@@ -624,3 +624,43 @@ def test_leaf_annotated_code_that_calls():
     assert names(trace) == ["f40+0x30/0x100 (P)", "f40+0x18/0x100 (L)", "f41+0x20/0x100",
                             "f42+0x10/0x100"]
     assert [(r.code, r.index) for r in trace.reasons] == [("frame-shape", 1)]
+
+
+def test_closed_call_targets():
+    """A direct BL to a function that can only return must be the callee frame's function;
+    a BL to a function that may tail-call (B out, BR, or falling through) is not checked."""
+    from sfunwind.unwind.returnsites import ReturnSites
+
+    def enc(*words: int) -> bytes:
+        return b"".join(w.to_bytes(4, "little") for w in words)
+
+    def bl(frm: int, to: int) -> int:
+        return 0x94000000 | (((to - frm) >> 2) & 0x3FFFFFF)
+
+    def b(frm: int, to: int) -> int:
+        return 0x14000000 | (((to - frm) >> 2) & 0x3FFFFFF)
+
+    ret = 0xD65F03C0
+    nop = 0xD503201F
+    # 0x00 closed: nop; ret     0x10 tail-calls 0x00: nop; b 0x00     0x20 falls through
+    # 0x30 caller: bl 0x00; bl 0x10; bl 0x20; blr x1; ret
+    code = enc(nop, ret, nop, nop, nop, b(TEXT + 0x14, TEXT), nop, nop, nop, nop, nop, nop,
+               bl(TEXT + 0x30, TEXT), bl(TEXT + 0x34, TEXT + 0x10), bl(TEXT + 0x38, TEXT + 0x20),
+               0xD63F0020, ret)
+    table = ReturnSites.from_code([(".text", TEXT, code)],
+                                  functions=[(TEXT, 8), (TEXT + 0x10, 8), (TEXT + 0x20, 8),
+                                             (TEXT + 0x30, 20)])
+    assert table.closed_call_target(TEXT + 0x34) == TEXT
+    assert table.closed_call_target(TEXT + 0x38) is None  # 0x10 tail-calls
+    assert table.closed_call_target(TEXT + 0x3C) is None  # 0x20 falls through (no ret)
+    assert table.closed_call_target(TEXT + 0x40) is None  # indirect
+    assert table.relocated(0x1000).closed_call_target(TEXT + 0x1034) == TEXT + 0x1000
+    # in a walk: f1's return address follows a call to f0 = the callee: fine; to f5: not
+    stack, task, start = sleeping_task(2)
+    ctx = ctx_for(stack)
+    ctx.closed_call_target = lambda pc: fn(0) if pc == fn(1) + 0x10 else None
+    assert unwind(ctx, task, start, Mode.SFRAME).reliable
+    ctx.closed_call_target = lambda pc: fn(5) if pc == fn(1) + 0x10 else None
+    trace = unwind(ctx, task, start, Mode.UPSTREAM)
+    assert [(r.code, r.index) for r in trace.reasons] == [("call-target", 1)]
+    assert "call to f5, " in trace.reasons[0].message

@@ -228,6 +228,9 @@ class UnwindContext:
     return_to_handler: tuple[int, int] | None = None
     kretprobe_trampoline: tuple[int, int] | None = None
     is_return_site: Callable[[int], bool] | None = None
+    #: ``closed_call_target(return address)``: the target of the direct call before it when
+    #: that function can only return (:mod:`sfunwind.unwind.returnsites`), else None
+    closed_call_target: Callable[[int], int | None] | None = None
     check_frame_shape: bool = True
     cache_pages: bool = True
     _pages: dict[int, bytes | MemoryFault] = field(default_factory=dict, repr=False)
@@ -686,6 +689,7 @@ def unwind(ctx: UnwindContext, task: TaskStacks, start: Start, mode: Mode = Mode
     text = ctx.is_kernel_text
     rth = ctx.return_to_handler
     return_site = ctx.is_return_site
+    call_target = ctx.closed_call_target
     for i, f in enumerate(frames):
         if text is not None and not text(f.pc):
             reasons.append(Reason("pc-not-text", f"pc {f.pc:#x} is not kernel text", i, f.pc))
@@ -693,6 +697,18 @@ def unwind(ctx: UnwindContext, task: TaskStacks, start: Start, mode: Mode = Mode
               and not return_site(f.pc)):
             reasons.append(Reason("not-return-site", f"return address {f.pc:#x} does not "
                                   "follow a call instruction", i, f.pc))
+        if (call_target is not None and i and f.source in _RETURN_ADDRESS_SOURCES
+                and frames[i - 1].offset is not None):
+            target = call_target(f.pc)
+            callee = frames[i - 1]
+            callee_start = callee.pc - (callee.offset or 0)
+            if target is not None and target != callee_start:
+                sym = ctx.symbolize(target) if ctx.symbolize is not None else None
+                name = next(iter(sym)) if sym is not None else f"{target:#x}"
+                reasons.append(Reason(
+                    "call-target", f"return address {f.pc:#x} follows a call to {name}, which "
+                    f"can only return, but the frame before it is {callee.format_symbol()}: "
+                    "frames are missing (or the return address is corrupt)", i, f.pc))
         if rth is not None and rth[0] < f.pc < rth[0] + rth[1]:
             reasons.append(Reason("fgraph-transient", f"pc {f.pc:#x} is inside "
                                   "return_to_handler (its return address is in flight)", i, f.pc))

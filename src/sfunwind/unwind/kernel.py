@@ -124,7 +124,8 @@ def context_for(program, *, sframe_path: str | Path | None = None,
         is_kernel_text=symbols.is_kernel_text, pac_mask=program.pac_mask, pt_regs=layout,
         return_to_handler=_symbol_range(program, "return_to_handler"),
         kretprobe_trampoline=_symbol_range(program, "__kretprobe_trampoline"),
-        is_return_site=sites)
+        is_return_site=sites,
+        closed_call_target=sites.closed_call_target if sites is not None else None)
 
 
 def _stack(s) -> StackInfo:
