@@ -131,10 +131,12 @@ def decode(data: bytes | bytearray | memoryview, *, section_address: int = 0,
     attr_struct = struct.Struct(bo + "HBBB")
     u16 = struct.Struct(bo + "H")
     u32 = struct.Struct(bo + "I")
-    word_structs = {1: struct.Struct(bo + "b"), 2: struct.Struct(bo + "h"),
-                    4: struct.Struct(bo + "i")}
+    # One precompiled struct per (word count, word size): a single unpack per FRE.
+    word_structs = {(n, sz): struct.Struct(bo + f"{n}{c}")
+                    for sz, c in ((1, "b"), (2, "h"), (4, "i")) for n in range(16)}
     uword_structs = {1: struct.Struct(bo + "B"), 2: struct.Struct(bo + "H"),
                      4: struct.Struct(bo + "I")}
+    base_regs = (BaseReg.FP, BaseReg.SP)
 
     fdes: list[SFrameFDE] = []
     for i in range(header.num_fdes):
@@ -196,15 +198,13 @@ def decode(data: bytes | bytearray | memoryview, *, section_address: int = 0,
             if end > fre_end:
                 raise _fail(f"FDE {i}: FRE data words run past the FRE sub-section end",
                             pos, path)
-            ws = word_structs[wsize]
-            words = [ws.unpack_from(data, wpos + k * wsize)[0] for k in range(count)]
+            words = list(word_structs[count, wsize].unpack_from(data, wpos))
             if flex and count:
                 uws = uword_structs[wsize]
                 for k in flex_control_indices(count, [w & 0xFFFFFFFF for w in words]):
                     words[k] = uws.unpack_from(data, wpos + k * wsize)[0]
-            fres.append(SFrameFRE(start=fstart, base_reg=BaseReg(finfo & 1), words=words,
-                                  word_size=wsize, mangled_ra=bool(finfo & 0x80),
-                                  offset=pos, info=finfo))
+            fres.append(SFrameFRE(fstart, base_regs[finfo & 1], words, wsize,
+                                  finfo >= 0x80, pos, finfo))
             pos = end
         fdes.append(SFrameFDE(
             start=start, size=fsize, fres=fres, fde_type=FDEType(fde_type),
