@@ -188,3 +188,18 @@ def test_reliability_table(boot, name, capsys):
     with capsys.disabled():
         print(f"\n== {boot}/{name}\n{table}")
     assert f"total {len(rows)}" in table
+
+
+@pytest.mark.parametrize("boot,name", [("nokaslr", "nested-irq"), ("kaslr", "irq-in-fault")])
+def test_module_text_is_kernel_text(boot, name):
+    """The guest loaded one module (qemu_fw_cfg): its MOD_TEXT counts as kernel text
+    (``__kernel_text_address``); the return-site table does not cover it (not checked)."""
+    prog = program(boot, name)
+    ranges = k.module_text_ranges(prog)
+    assert len(ranges) == 1
+    lo, hi = ranges[0]
+    assert 0 < hi - lo <= 1 << 20 and lo & 0xFFF == 0
+    ctx = context(boot, name, False)
+    assert ctx.is_kernel_text(lo) and ctx.is_kernel_text(hi - 4) and not ctx.is_kernel_text(hi)
+    assert ctx.is_return_site(lo + 8) is None
+    assert not prog.symbols.is_kernel_text(lo)  # core text only

@@ -227,7 +227,8 @@ class UnwindContext:
     pt_regs: PtRegsLayout = field(default_factory=PtRegsLayout)
     return_to_handler: tuple[int, int] | None = None
     kretprobe_trampoline: tuple[int, int] | None = None
-    is_return_site: Callable[[int], bool] | None = None
+    #: ``is_return_site(pc)``: does pc follow a call?  None = not known (not checked)
+    is_return_site: Callable[[int], bool | None] | None = None
     #: ``closed_call_target(return address)``: the target of the direct call before it when
     #: that function can only return (:mod:`sfunwind.unwind.returnsites`), else None
     closed_call_target: Callable[[int], int | None] | None = None
@@ -694,7 +695,7 @@ def unwind(ctx: UnwindContext, task: TaskStacks, start: Start, mode: Mode = Mode
         if text is not None and not text(f.pc):
             reasons.append(Reason("pc-not-text", f"pc {f.pc:#x} is not kernel text", i, f.pc))
         elif (return_site is not None and f.source in _RETURN_ADDRESS_SOURCES
-              and not return_site(f.pc)):
+              and return_site(f.pc) is False):
             reasons.append(Reason("not-return-site", f"return address {f.pc:#x} does not "
                                   "follow a call instruction", i, f.pc))
         if (call_target is not None and i and f.source in _RETURN_ADDRESS_SOURCES

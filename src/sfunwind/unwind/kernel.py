@@ -106,6 +106,39 @@ def _symbol_range(program, name: str) -> tuple[int, int] | None:
     return info.address, info.size
 
 
+#: Bound on modules followed on the ``modules`` list.
+MAX_MODULES = 1 << 14
+
+
+def module_text_ranges(program) -> list[tuple[int, int]]:
+    """``[base, base + size)`` of every loaded module's ``mem[MOD_TEXT]`` (what
+    ``is_module_text_address()`` accepts); [] when the dump or BTF lacks them."""
+    types = program.types
+    head = program.symbols.get("modules")
+    if head is None:
+        return []
+    try:
+        list_off = types.offsetof("struct module", "list")
+        mem_off = types.offsetof("struct module", "mem")  # mem[MOD_TEXT], MOD_TEXT == 0
+        base_m = types.member("struct module_memory", "base")
+        size_m = types.member("struct module_memory", "size")
+        out = []
+        node = program.memory.read_u64(head)
+        seen = {head}
+        while node != head and node not in seen and len(seen) <= MAX_MODULES:
+            seen.add(node)
+            mod = node - list_off
+            base = program.memory.read_u64(mod + mem_off + base_m.offset)
+            size = int.from_bytes(program.memory.read(mod + mem_off + size_m.offset,
+                                                      size_m.size), "little")
+            if base and size:
+                out.append((base, base + size))
+            node = program.memory.read_u64(node)
+        return out
+    except (KeyError, SfunwindError):
+        return []
+
+
 def context_for(program, *, sframe_path: str | Path | None = None,
                 cache_dir: str | Path | None = None, need_rows: bool = True,
                 return_sites_path: str | Path | None = None,
@@ -119,9 +152,15 @@ def context_for(program, *, sframe_path: str | Path | None = None,
         if need_rows else None
     symbols = program.symbols
     sites = return_sites_for(program, return_sites_path) if use_return_sites else None
+    modules = module_text_ranges(program)
+
+    def is_kernel_text(pc: int) -> bool:
+        """``__kernel_text_address()``: core and init text, or a module's text."""
+        return symbols.is_kernel_text(pc) or any(lo <= pc < hi for lo, hi in modules)
+
     return UnwindContext(
         memory=program.memory, find_row=find_row, symbolize=symbols.lookup,
-        is_kernel_text=symbols.is_kernel_text, pac_mask=program.pac_mask, pt_regs=layout,
+        is_kernel_text=is_kernel_text, pac_mask=program.pac_mask, pt_regs=layout,
         return_to_handler=_symbol_range(program, "return_to_handler"),
         kretprobe_trampoline=_symbol_range(program, "__kretprobe_trampoline"),
         is_return_site=sites,

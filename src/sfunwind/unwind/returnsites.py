@@ -128,9 +128,17 @@ class ReturnSites:
                 return i, (link - addr) >> 2
         return None
 
-    def __call__(self, pc: int) -> bool:
+    def __call__(self, pc: int) -> bool | None:
+        """True/False inside the code the table covers; None elsewhere (module text, say:
+        not known, not checked)."""
         where = self._slot(pc)
-        return where is not None and bool(self.sections[where[0]][3][where[1]])
+        if where is None:
+            return None if pc & 3 == 0 or not self.covers(pc) else False
+        return bool(self.sections[where[0]][3][where[1]])
+
+    def covers(self, pc: int) -> bool:
+        link = pc - self.kaslr_offset
+        return any(addr <= link < addr + size for _n, addr, size, _s, _t in self.sections)
 
     def closed_call_target(self, pc: int) -> int | None:
         where = self._slot(pc)
