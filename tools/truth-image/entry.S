@@ -178,11 +178,14 @@ sym_func ret_from_fork
 	str	x1, [sp, #S_STACKFRAME_TYPE]
 	add	x29, sp, #S_STACKFRAME
 	mov	x30, xzr
+	/* this CPU's IRQ stack: the static one, unless the loader preset irq_stack_ptr */
+	adrp	x2, irq_stack_ptr
+	ldr	x1, [x2, :lo12:irq_stack_ptr]
+	cbnz	x1, 2f
 	adrp	x1, irq_stack
 	add	x1, x1, :lo12:irq_stack
-	adrp	x2, irq_stack_ptr
 	str	x1, [x2, :lo12:irq_stack_ptr]
-	bl	task_main
+2:	bl	task_main
 	adrp	x1, truth_result
 	str	x0, [x1, :lo12:truth_result]
 	.globl	truth_task_done

@@ -93,9 +93,9 @@ def _drive(machine: Machine, events: list[tuple[int, int]], on_point,  # type: i
         pass
 
 
-def reference(image: TruthImage) -> Reference:
+def reference(image: TruthImage, *, irq_stack: str = "above") -> Reference:
     """Run once without interrupts (work IRQs and the WARN included); map the timeline."""
-    m = Machine(image, record=True)
+    m = Machine(image, record=True, irq_stack=irq_stack)
     works = work_positions()
     # the work IRQ positions beyond the end never fire; run until done
     _drive(m, [(w, 2) for w in works], lambda _p: None)
@@ -231,6 +231,7 @@ class Cell:
 @dataclass(slots=True)
 class Summary:
     image: str
+    irq_stack: str = "above"
     points: int = 0
     instructions: int = 0
     result_ok: bool = False
@@ -254,7 +255,7 @@ class Summary:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "image": self.image, "points": self.points, "instructions": self.instructions,
+            "image": self.image, "irq_stack": self.irq_stack, "points": self.points, "instructions": self.instructions,
             "result_ok": self.result_ok, "pc_mismatches": self.pc_mismatches,
             "harness_seconds": round(self.harness_seconds, 3),
             "unwind_seconds": round(self.unwind_seconds, 3), "unwinds": self.unwinds,
@@ -277,19 +278,21 @@ class Summary:
 
 def run(image_path: str | Path, *, stride: int | None = 100, sample: int | None = None,
         modes: tuple[Mode, ...] = MODES, pac: bool = True, seed: int = 1,
-        keep: int = 0, ref: Reference | None = None) -> tuple[Summary, list[Snapshot]]:
+        keep: int = 0, ref: Reference | None = None,
+        irq_stack: str = "above") -> tuple[Summary, list[Snapshot]]:
     """Interrupt the image at the planned points and compare every mode with the truth.
 
     Returns the summary and up to *keep* snapshots of points where some mode was wrong.
-    *ref* reuses a reference run of the same image.
+    *ref* reuses a reference run of the same image.  *irq_stack*: the IRQ stack lies
+    ``above`` the task stack in memory (the image's own) or ``below`` it.
     """
     t0 = time.perf_counter()
     if ref is None:
         image = TruthImage(image_path)
-        ref = reference(image)
+        ref = reference(image, irq_stack=irq_stack)
     image = ref.image
     positions = plan(ref, stride=stride, sample=sample, seed=seed)
-    summary = Summary(image=str(image_path), instructions=ref.length)
+    summary = Summary(image=str(image_path), instructions=ref.length, irq_stack=irq_stack)
     kept: list[Snapshot] = []
     table = None
     from sfunwind.truth.snapshot import _image_and_table
@@ -336,7 +339,9 @@ def run(image_path: str | Path, *, stride: int | None = 100, sample: int | None 
                         summary.sframe_with_rows_exact += 1
                     else:
                         key = ",".join(res.reasons) or "inexact"
-                        summary.sframe_with_rows_failures[f"{cls}: {key}"] += 1
+                        summary.sframe_with_rows_failures[
+                            f"{image.format_pc(capture.pc)} [{cls}, {capture.context}]: "
+                            f"{'reliable' if res.reliable else 'unreliable'} {key}"] += 1
                 else:
                     summary.sframe_without_rows += 1
                     if not res.reliable and "sframe-no-row" in res.reasons:
@@ -373,7 +378,8 @@ def _describe(image: TruthImage, capture: Capture, res: ModeResult) -> str:
 
 def format_table(summary: Summary) -> str:
     """The per-mode, per-class table (percentages of points)."""
-    lines = [f"image {summary.image}: {summary.points} interruption points "
+    lines = [f"image {summary.image} (IRQ stack {summary.irq_stack} the task stack): "
+             f"{summary.points} interruption points "
              f"({', '.join(f'{k} {v}' for k, v in sorted(summary.contexts.items()))}); "
              f"timeline {summary.instructions} instructions",
              f"workload instructions: {summary.workload_instructions} static, "

@@ -34,7 +34,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field, replace
 
-from sfunwind.errors import MissingToolError, SfunwindError
+from sfunwind.errors import MissingToolError, SfunwindError, UsageError
 from sfunwind.truth.image import (
     KIND_BL,
     KIND_BLR,
@@ -136,7 +136,8 @@ def _unicorn():  # type: ignore[no-untyped-def]
 class Machine:
     """The emulated truth image (one task, one CPU)."""
 
-    def __init__(self, image: TruthImage, *, record: bool = False) -> None:
+    def __init__(self, image: TruthImage, *, record: bool = False,
+                 irq_stack: str = "above") -> None:
         unicorn, c = _unicorn()
         self.image = image
         self._uc_mod, self._c = unicorn, c
@@ -153,9 +154,21 @@ class Machine:
         self.vectors = image.symbol("vectors").address
         self.snapshot_point = image.symbol("truth_snapshot_point").address
         init_stack = image.symbol("init_stack")
-        irq_stack = image.symbol("irq_stack")
+        if irq_stack == "above":
+            # the image's static IRQ stack: above the task stack, as for the boot CPU's idle
+            # task (init_stack in the image, IRQ stacks vmalloc'ed above it)
+            irq_low = image.symbol("irq_stack").address
+        elif irq_stack == "below":
+            # an IRQ stack below the task stack (vmalloc'ed task stacks above boot-time IRQ
+            # stacks): preset irq_stack_ptr, which ret_from_fork then keeps
+            irq_low = lo - 0x10000
+            uc.mem_map(irq_low, THREAD_SIZE)
+            uc.mem_write(image.symbol("irq_stack_ptr").address, irq_low.to_bytes(8, "little"))
+        else:
+            raise UsageError(f"irq_stack must be 'above' or 'below', not {irq_stack!r}")
+        self.irq_stack_placement = irq_stack
         self.stacks = {"task": (init_stack.address, init_stack.address + THREAD_SIZE),
-                       "irq": (irq_stack.address, irq_stack.address + THREAD_SIZE)}
+                       "irq": (irq_low, irq_low + THREAD_SIZE)}
         self.final_record = init_stack.address + THREAD_SIZE - PT_REGS_SIZE + S_STACKFRAME
         self.irq_action = image.symbol("truth_irq_action").address
         self._handler_globals = [(s.address, s.size) for s in image.symbols
