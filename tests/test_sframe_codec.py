@@ -613,3 +613,36 @@ def test_find_many_random_order_equals_find() -> None:
             assert (row.start, row.end, row.cfa.offset) == \
                 (int(res.start[k]), int(res.end[k]), int(res.cfa_offset[k]))
             assert t.row(int(res.row[k]), int(pcs[k])) == row
+
+
+def test_hostile_shared_fre_data_is_refused_quickly() -> None:
+    """Thousands of FDEs pointing at one long FRE list: bounded work, a typed error."""
+    fres = [fre(k, 8) for k in range(0, 3000)]
+    one = SFrameSection.build(ABI.AMD64_LE, [SFrameFDE(0x1000, 4000, fres=fres)], version=2)
+    data = bytearray(encode(one))
+    # Re-point: 4000 FDEs (copies of FDE 0) all sharing the single FRE list.
+    fde0 = bytes(data[28:48])
+    n = 4000
+    out = bytearray(data[:28]) + fde0 * n + data[48:]
+    struct.pack_into("<I", out, 8, n)
+    struct.pack_into("<I", out, 24, 20 * n)
+    with pytest.raises(SFrameFormatError, match="declare"):
+        decode(bytes(out))
+    with pytest.raises(SFrameFormatError, match="declare"):
+        SFrameTable.from_bytes(bytes(out))
+
+
+def test_one_fde_with_a_very_long_fre_list() -> None:
+    """A V2 FDE may hold millions of FREs; both table builders stay linear and agree."""
+    n = 100_000
+    fd = SFrameFDE(0x100000, 4 * n, fres=[fre(4 * k, 16 + (k % 4) * 16) for k in range(n)])
+    short = SFrameFDE(0x10, 8, fres=[fre(0, 8)])
+    data = encode(SFrameSection.build(ABI.AMD64_LE, [short, fd], version=2))
+    t = SFrameTable.from_bytes(data)
+    assert t.num_fres == n + 1
+    pcs = np.array([0x100000 + 4 * k + 2 for k in range(0, n, 997)], dtype=np.uint64)
+    res = t.find_many(pcs)
+    assert res.found.all()
+    assert res.cfa_offset.tolist() == [16 + (k % 4) * 16 for k in range(0, n, 997)]
+    t2 = SFrameTable(decode(data))
+    assert np.array_equal(t2.find_many(pcs).cfa_offset, res.cfa_offset)

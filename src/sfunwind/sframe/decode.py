@@ -139,6 +139,10 @@ def decode(data: bytes | bytearray | memoryview, *, section_address: int = 0,
     base_regs = (BaseReg.FP, BaseReg.SP)
 
     fdes: list[SFrameFDE] = []
+    # FDEs may point at overlapping FRE data; bound the total work by what the bytes can
+    # hold (every FRE is at least 2 bytes), so a small hostile section cannot make the
+    # decoder walk the same FREs for every one of thousands of FDEs.
+    fre_budget = header.fre_len // 2 + 1
     for i in range(header.num_fdes):
         foff = fde_sub + i * fde_size
         info2 = 0
@@ -168,6 +172,10 @@ def decode(data: bytes | bytearray | memoryview, *, section_address: int = 0,
         if nfres and nfres > (fre_end - fres_at) // (width + 1):
             raise _fail(f"FDE {i}: {nfres} FREs cannot fit in the {max(fre_end - fres_at, 0)} "
                         f"bytes left in the FRE sub-section", foff, path)
+        fre_budget -= nfres
+        if fre_budget < 0:
+            raise _fail(f"the FDEs declare more FREs than the {header.fre_len}-byte FRE "
+                        f"sub-section can hold", foff, path)
         fde_type = (info >> 4) & 1
         kind = info2 & 0x1F
         flex = kind == FDEKind.FLEX

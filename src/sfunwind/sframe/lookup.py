@@ -230,6 +230,11 @@ class SFrameTable:
             i = int(bad[0])
             raise SFrameFormatError(f"FDE {i}: {int(nfres[i])} FREs cannot fit in the FRE "
                                     f"sub-section", offset=int(field_off[i]), path=path)
+        declared = int(nfres.sum())
+        if declared > h.fre_len // 2 + 1:
+            raise SFrameFormatError(f"the FDEs declare {declared} FREs, more than the "
+                                    f"{h.fre_len}-byte FRE sub-section can hold",
+                                    offset=0x10, path=path)
         pcrel = bool(h.flags & Flag.FDE_FUNC_START_PCREL)
         base = section_address & 0xFFFFFFFFFFFFFFFF
         starts = raw_start.view(_U64) + _U64(base)
@@ -256,6 +261,13 @@ class SFrameTable:
         for j in range(max_n):
             while active and counts_sorted[active - 1] <= j:
                 active -= 1
+            if active <= 2 and max_n - j > 64:
+                # A few long FRE chains left: walking them in Python beats thousands of
+                # tiny numpy steps (a V2 FDE may declare millions of FREs).
+                for a in range(active):
+                    _walk_chain(data, int(pos[a]), int(w_by[a]), j, int(counts_sorted[a]),
+                                fre_end, fre_pos, int(first_by[a]), path)
+                break
             p = pos[:active]
             w = w_by[:active]
             ip = p + w
@@ -818,6 +830,28 @@ def _rule(kind: int, offset: int, reg: int) -> Rule:
     if k in (RuleKind.REG_OFFSET, RuleKind.REG_OFFSET_DEREF):
         return Rule(k, offset, reg)
     return Rule(k, offset)
+
+
+def _walk_chain(data: bytes, p: int, width: int, j0: int, n: int, fre_end: int,
+                fre_pos: np.ndarray, first: int, path: str | None) -> None:
+    """Positions of FREs ``j0..n-1`` of one FDE, starting at ``p`` (checked like decode)."""
+    out = []
+    for _ in range(j0, n):
+        ip = p + width
+        if ip >= fre_end:
+            raise SFrameFormatError("FRE runs past the FRE sub-section end", offset=p, path=path)
+        finfo = data[ip]
+        code = (finfo >> 5) & 3
+        if code == 3:
+            raise SFrameFormatError("FRE with invalid data-word size code 3", offset=ip,
+                                    path=path)
+        nxt = ip + 1 + ((finfo >> 1) & 0xF) * (1 << code)
+        if nxt > fre_end:
+            raise SFrameFormatError("FRE data words run past the FRE sub-section end",
+                                    offset=p, path=path)
+        out.append(p)
+        p = nxt
+    fre_pos[first + j0:first + n] = out
 
 
 def _read_uint(buf: np.ndarray, pos: np.ndarray, width: np.ndarray, big: bool) -> np.ndarray:
