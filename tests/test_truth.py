@@ -58,6 +58,9 @@ POINTS = {
     "bug_handler": ("bug_handler_work+0x30", 0),
     "irq_work": ("irq_work+0x20", 0),
     "inflate_entry": ("inflate+0x0", 0),
+    "inflate_paciasp": ("inflate+0x8", 0),  # paciasp not yet executed: x30 raw
+    "inflate_stp": ("inflate+0xc", 0),  # x30 signed, not yet stored
+
     "memcpy": ("memcpy+0x10", 0),
     "deflate_slow": ("deflate_slow+0x40", 3),
     "longest_match": ("longest_match+0x20", 5),
@@ -181,6 +184,23 @@ def test_prologue_leaf_and_unannotated_verdicts(sib: TruthImage, caps) -> None: 
     cap = caps["memcpy"]
     tr = unwind_snapshot(capture_snapshot(cap, sib), Mode.SFRAME)
     assert not tr.reliable and "sframe-no-row" in [r.code for r in tr.reasons]
+
+
+@pytest.mark.parametrize("key, signed", [("inflate_paciasp", False), ("inflate_stp", True)])
+def test_pac_prologue_edge_cases(sib: TruthImage, caps, key: str, signed: bool) -> None:  # type: ignore[no-untyped-def]
+    """kernel-unwinder.md §24/§25 item 11: at +8 x30 is raw, at +12 signed but not stored;
+    pt_regs::regs[30] carries it and the (L) step must strip it with the kernel mask."""
+    cap = caps[key]
+    snap = capture_snapshot(cap, sib)
+    marker = next(e for e in cap.shadow if isinstance(e, ExceptionMarker))
+    low, data = next((lo, d) for lo, d in snap.memory if lo <= marker.pt_regs < lo + len(d))
+    saved_lr = int.from_bytes(data[marker.pt_regs + 240 - low:][:8], "little")
+    ra = cap.expected()[cap.expected().index(cap.pc) + 1]
+    assert (saved_lr != ra) == signed and saved_lr | KERNEL_PAC_MASK == ra
+    tr = unwind_snapshot(snap, Mode.SFRAME)
+    assert tr.reliable and tr.pcs == cap.expected()
+    lr_frame = next(f for f in tr.frames if f.source is Source.REGS_LR)
+    assert lr_frame.pc == ra and (lr_frame.raw_pc == saved_lr)
 
 
 def test_pac_signed_return_addresses_are_stripped(sib: TruthImage, caps) -> None:  # type: ignore[no-untyped-def]

@@ -23,7 +23,10 @@ otherwise unreliable with reason ``sframe-no-row``.
 return addresses itself: every stack word that holds a live return address (the shadow
 stack says which values are live) gets a fake PAC in bits 63..48 (bit 55 kept: a kernel
 pointer), and the snapshot carries the kernel PAC mask ``0xffff000000000000`` that strips
-it (``ptrauth_strip_kernel_insn_pac``: OR the mask in).  ``pt_regs::pc`` is never signed.
+it (``ptrauth_strip_kernel_insn_pac``: OR the mask in).  ``pt_regs::pc`` is never signed;
+``pt_regs::regs[30]`` is signed exactly where the interrupted pac-ret function had a signed
+x30 (between ``paciasp`` and ``autiasp``, not after a BL: ``TruthImage.x30_signed``), which
+gives the prologue cases of the kernel (``+8``: raw x30, ``+12``: signed x30 not yet stored).
 """
 
 from __future__ import annotations
@@ -141,12 +144,16 @@ def plan(ref: Reference, *, stride: int | None = None, sample: int | None = None
 
 # -- one point ------------------------------------------------------------------------------
 
-def sign_return_addresses(capture: Capture, mask: int = KERNEL_PAC_MASK,
+def sign_return_addresses(capture: Capture, image: TruthImage, mask: int = KERNEL_PAC_MASK,
                           seed: int = 0) -> dict[str, tuple[int, bytes]]:
-    """The capture's stacks with a fake PAC in every word holding a live return address
-    (never in a ``pt_regs::pc`` slot)."""
+    """The capture's stacks with a fake PAC in every word holding a live return address,
+    except in ``pt_regs`` slots: ``pc`` is never signed, and ``regs[30]`` only where the
+    interrupted function had signed x30 (after ``paciasp``, before ``autiasp``)."""
     live = {e for e in capture.shadow if isinstance(e, int)}
-    pc_slots = {e.pt_regs + 256 for e in capture.shadow if isinstance(e, ExceptionMarker)}
+    markers = [e for e in capture.shadow if isinstance(e, ExceptionMarker)]
+    pc_slots = {e.pt_regs + 256 for e in markers}
+    pc_slots |= {e.pt_regs + 240 for e in markers
+                 if not (image.is_text(e.elr) and image.x30_signed[image.index(e.elr)])}
     out = {}
     for name, (low, data) in capture.stacks.items():
         words = np.frombuffer(data, dtype="<u8").copy()
@@ -165,7 +172,7 @@ def sign_return_addresses(capture: Capture, mask: int = KERNEL_PAC_MASK,
 
 def capture_snapshot(capture: Capture, image: TruthImage, *, pac: bool = True) -> Snapshot:
     """A :class:`Snapshot` of a capture, with the truth attached."""
-    stacks = sign_return_addresses(capture) if pac else capture.stacks
+    stacks = sign_return_addresses(capture, image) if pac else capture.stacks
     order = ("task", "irq")
     bounds = [StackBounds(n, stacks[n][0], stacks[n][0] + THREAD_SIZE) for n in order]
     task_low = stacks["task"][0]

@@ -110,6 +110,9 @@ class TruthImage:
         self._starts = [s.address for s in self.symbols]
         self.by_name = {s.name: s for s in self.symbols}
         self.classes = np.full(n, CLASS_INDEX["entry"], dtype=np.uint8)
+        #: whether x30 holds a PAC-signed value when an instruction is about to execute
+        #: (hardware with pointer authentication; unicorn runs paciasp/autiasp as no-ops)
+        self.x30_signed = np.zeros(n, dtype=bool)
         self.function_of = np.full(n, -1, dtype=np.int32)
         self._label_all()
 
@@ -202,6 +205,7 @@ class TruthImage:
             labels = _label_function(insns, self.kinds[lo:hi], self.words[lo:hi],
                                      sym.address, sym.address + sym.size)
             self.classes[lo:lo + len(labels)] = labels
+            self.x30_signed[lo:hi] = _x30_signed(insns, self.kinds[lo:hi], self.words[lo:hi])
 
 
 def _label_function(insns: list[tuple[str, str]], kinds: np.ndarray, words: np.ndarray, start: int, end: int) -> list[int]:
@@ -250,6 +254,32 @@ def _label_function(insns: list[tuple[str, str]], kinds: np.ndarray, words: np.n
             state = "epilogue"
             window = []
     return labels
+
+
+PACIASP = 0xD503233F
+AUTIASP = 0xD50323BF
+
+
+def _x30_signed(insns: list[tuple[str, str]], kinds: np.ndarray, words: np.ndarray) -> np.ndarray:
+    """Per instruction of a pac-ret function (linear scan): is x30 signed *before* it runs?
+
+    Signed after ``paciasp`` and after an ``ldp x29, x30`` that reloads the saved (signed)
+    value; raw after ``autiasp`` and after any BL/BLR (x30 = a fresh return address).
+    """
+    out = np.zeros(len(words), dtype=bool)
+    if not np.any(words == PACIASP):
+        return out  # leaf or non-pac-ret: x30 is never signed
+    signed = False
+    for k, (m, ops) in enumerate(insns[: len(words)]):
+        out[k] = signed
+        w = int(words[k])
+        if w == PACIASP:
+            signed = True
+        elif w == AUTIASP or kinds[k] in (KIND_BL, KIND_BLR):
+            signed = False
+        elif m == "ldp" and ops.replace(" ", "").startswith("x29,x30,"):
+            signed = True
+    return out
 
 
 def _branch_offset(word: int) -> int:
