@@ -37,6 +37,10 @@ VARIANTS = {
         "O2-fp-pacb": "-O2 -fno-omit-frame-pointer -mbranch-protection=pac-ret+b-key",
         "O2-std": "-O2 -mbranch-protection=standard",
     },
+    "aarch64_be": {
+        "O2-pac": "-O2 -mbranch-protection=pac-ret",
+        "O2-fp-pacb": "-O2 -fno-omit-frame-pointer -mbranch-protection=pac-ret+b-key",
+    },
     "x86_64": {
         "O2": "-O2",
         "O2-fp": "-O2 -fno-omit-frame-pointer",
@@ -45,7 +49,10 @@ VARIANTS = {
 #: Defines a package's own build would pass (what its configure script decides).
 EXTRA_FLAGS = {"zlib": "-DHAVE_UNISTD_H -DHAVE_STDARG_H -D_LARGEFILE64_SOURCE=1",
                "bzip2": "-D_FILE_OFFSET_BITS=64", "lua5.4": "-DLUA_COMPAT_5_3 -DLUA_USE_POSIX"}
-COMPILERS = {"aarch64": "aarch64-linux-gnu-gcc", "x86_64": "x86_64-linux-gnu-gcc"}
+COMPILERS = {"aarch64": "aarch64-linux-gnu-gcc", "x86_64": "x86_64-linux-gnu-gcc",
+             # Big-endian code from the same cross compiler; Debian has no lp64_be libc, so
+             # an empty gnu/stubs-lp64_be.h stands in (only the CFI of the objects matters).
+             "aarch64_be": "aarch64-linux-gnu-gcc -mbig-endian -I{work}/beinc"}
 
 
 def run(sid: Path, script: str) -> subprocess.CompletedProcess[str]:
@@ -63,7 +70,7 @@ def sources() -> list[tuple[str, str, str]]:
         if not line:
             continue
         package, path, *rest = line.split()
-        out.append((package, path, rest[0] if rest else "aarch64,x86_64"))
+        out.append((package, path, rest[0] if rest else "aarch64,aarch64_be,x86_64"))
     return out
 
 
@@ -84,6 +91,8 @@ def main() -> int:
         dirs = {p: next((d for d in r.stdout.split() if d.startswith(p.replace("5.4", "-5.4"))
                          or d.startswith(p)), None) for p in packages}
         shutil.copytree(OWN, src / "own")
+        (work / "beinc/gnu").mkdir(parents=True)
+        (work / "beinc/gnu/stubs-lp64_be.h").write_text("/* empty: see COMPILERS */\n")
         versions = run(args.sid, "gcc --version | head -1; as --version | head -1; "
                        "aarch64-linux-gnu-gcc --version | head -1").stdout.splitlines()
         manifest: dict = {"toolchain": versions, "objects": {}}
@@ -99,7 +108,7 @@ def main() -> int:
                         name = f"{arch}/{variant}/{package}-{Path(rel).stem}.o"
                         out = work / "obj" / name
                         out.parent.mkdir(parents=True, exist_ok=True)
-                        cmd = (f"{COMPILERS[arch]} {flags} {EXTRA_FLAGS.get(package, '')} "
+                        cmd = (f"{COMPILERS[arch].format(work=inside)} {flags} {EXTRA_FLAGS.get(package, '')} "
                                "-Wa,--gsframe-3 -c "
                                f"{Path(rel).name} -o {inside}/obj/{name}")
                         incdir = f"{inside}/src/{pdir}/{Path(rel).parent}"
