@@ -233,6 +233,9 @@ class Cell:
     reliable: int = 0
     reliable_wrong: int = 0
     examples: list[str] = field(default_factory=list)
+    #: where wrong traces first differ, relative to the interrupted PC's (P) frame:
+    #: "P+1" = the frame after the boundary (the LR-only caller), "P-2" = above it
+    first_diff: Counter = field(default_factory=Counter)
 
 
 @dataclass(slots=True)
@@ -278,7 +281,7 @@ class Summary:
             },
             "table": [{"mode": m, "class": c, "points": x.points, "exact": x.exact,
                        "reliable": x.reliable, "reliable_wrong": x.reliable_wrong,
-                       "examples": x.examples}
+                       "first_diff": dict(x.first_diff.most_common()), "examples": x.examples}
                       for (m, c), x in sorted(self.cells.items())],
         }
 
@@ -323,6 +326,8 @@ def run(image_path: str | Path, *, stride: int | None = 100, sample: int | None 
         summary.points += 1
         summary.contexts[capture.context] += 1
         boundaries = [e.elr for e in capture.shadow if isinstance(e, ExceptionMarker)]
+        boundary_index = next(i for i, e in enumerate(capture.shadow)
+                              if isinstance(e, ExceptionMarker))
         with_rows = table is not None and all(table.find(pc) is not None for pc in boundaries)
         wrong_any = False
         for mode in modes:
@@ -336,6 +341,8 @@ def run(image_path: str | Path, *, stride: int | None = 100, sample: int | None 
             if res.reliable and not res.exact:
                 cell.reliable_wrong += 1
             if not res.exact:
+                assert res.first_diff is not None
+                cell.first_diff[f"P{res.first_diff - boundary_index:+d}"] += 1
                 wrong_any = wrong_any or mode is Mode.SFRAME
                 if len(cell.examples) < 3 and res.reliable:
                     cell.examples.append(_describe(image, capture, res))
@@ -394,7 +401,7 @@ def format_table(summary: Summary) -> str:
              f"at least once",
              "",
              f"{'mode':<10} {'class':<10} {'points':>7} {'exact%':>7} {'reliable%':>9} "
-             f"{'rel+wrong':>9}"]
+             f"{'rel+wrong':>9}  first differing frame of wrong traces (P = the interrupted pc)"]
     by_mode: dict[str, list[tuple[str, Cell]]] = defaultdict(list)
     for (mode, cls), cell in summary.cells.items():
         by_mode[mode].append((cls, cell))
@@ -408,6 +415,7 @@ def format_table(summary: Summary) -> str:
             total.exact += cell.exact
             total.reliable += cell.reliable
             total.reliable_wrong += cell.reliable_wrong
+            total.first_diff.update(cell.first_diff)
             lines.append(_row(mode, cls, cell))
         lines.append(_row(mode, "ALL", total))
         for cls, cell in by_mode[mode]:
@@ -426,5 +434,6 @@ def format_table(summary: Summary) -> str:
 def _row(mode: str, cls: str, c: Cell) -> str:
     def pct(x: int) -> str:
         return f"{100.0 * x / c.points:.1f}" if c.points else "-"
+    diffs = ", ".join(f"{k} {v}" for k, v in c.first_diff.most_common(3))
     return (f"{mode:<10} {cls:<10} {c.points:>7} {pct(c.exact):>7} {pct(c.reliable):>9} "
-            f"{c.reliable_wrong:>9}")
+            f"{c.reliable_wrong:>9}  {diffs}").rstrip()
