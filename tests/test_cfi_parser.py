@@ -277,3 +277,51 @@ def test_restore_state_without_remember():
     fs = parse_frame_section(cie + fde, eh_frame=False)
     with pytest.raises(CFIFormatError, match="without DW_CFA_remember_state"):
         evaluate_fde(fs, 0, AARCH64)
+
+
+def test_expression_rules_map_to_the_shared_model(tmp_path):
+    """x86-64 DRAP (hand-written .cfi_escape): CFA = *(rbp-8) -> REG_OFFSET_DEREF; an
+    expression the model cannot hold -> UNREPRESENTABLE; val_offset; register."""
+    import tarfile
+
+    with tarfile.open(Path(__file__).parent / "data/cfi/corpus.tar.xz") as tar:
+        blob = tar.extractfile("x86_64/O2/own-asm_cfi_x86.o").read()  # type: ignore[union-attr]
+    obj = tmp_path / "x.o"
+    obj.write_bytes(blob)
+    elf = load_elf_cfi(obj)
+    fs = elf.frames()
+    drap = unwind_rows(fs, 0, X86_64)  # first function: drap
+    kinds = [r.cfa.kind for r in drap]
+    assert CfaKind.REG_OFFSET in kinds  # CFA = r10 + 0 (DRAP register)
+    deref = [r for r in drap if r.cfa.kind is CfaKind.REG_OFFSET_DEREF]
+    assert deref and (deref[0].cfa.regnum, deref[0].cfa.offset) == (6, -8)
+    assert deref[0].fp.kind is RuleKind.REG_OFFSET_DEREF and deref[0].fp.regnum == 6
+    rip_in_reg = unwind_rows(fs, 1, X86_64)
+    assert any(r.ra.kind is RuleKind.REG_OFFSET and r.ra.regnum == 2 for r in rip_in_reg)
+    # aarch64 .cfi_escape DW_CFA_def_cfa_expression (DW_OP_breg31 16; DW_OP_deref)
+    with tarfile.open(Path(__file__).parent / "data/cfi/corpus.tar.xz") as tar:
+        blob = tar.extractfile("aarch64/O2/own-asm_cfi.o").read()  # type: ignore[union-attr]
+    obj.write_bytes(blob)
+    fs = load_elf_cfi(obj).frames()
+    escape = unwind_rows(fs, 3, AARCH64)  # escape_expr: .cfi_escape 0x0f,3,0x8f,0x10,0x06
+    assert any(r.cfa.kind is CfaKind.REG_OFFSET_DEREF and r.cfa.regnum == 31 for r in escape)
+    outer = unwind_rows(fs, 6, AARCH64)  # outermost: .cfi_undefined 30
+    assert all(r.outermost for r in outer)
+
+
+def test_complex_expressions_are_unrepresentable():
+    cie = record(struct.pack("<I", 0xFFFFFFFF) + bytes([1]) + b"\0" + uleb(4) + sleb(-8)
+                 + bytes([30, 0x0C, 31, 0]))
+    # def_cfa_expression (DW_OP_lit0); expression x29 (DW_OP_breg31 8; DW_OP_lit1; DW_OP_plus);
+    # val_expression x30 (DW_OP_breg31 0)
+    prog = bytes([0x41, 0x0F, 1, 0x30, 0x10, 29, 4, 0x8F, 8, 0x31, 0x22, 0x16, 30, 2, 0x8F, 0])
+    fde = record(struct.pack("<IQQ", 0, 0x1000, 8) + prog)
+    fs = parse_frame_section(cie + fde, eh_frame=False)
+    last = unwind_rows(fs, 0, AARCH64)[-1]
+    assert last.cfa.kind is CfaKind.UNREPRESENTABLE
+    assert last.fp.kind is RuleKind.UNREPRESENTABLE
+    assert last.ra.kind is RuleKind.UNREPRESENTABLE
+    # and gas's rules refuse such a function
+    from sfunwind.cfi.to_sframe import convert_frame_section
+
+    assert convert_frame_section(fs, AARCH64).refusals[0].reason == ".cfi_escape with op (0xf)"
