@@ -13,8 +13,11 @@ DUMPS = [
     "nokaslr/irq-in-fault", "nokaslr/el1-abort", "nokaslr/softirq-irqstack",
     "nokaslr/nested-irq", "nokaslr/hrtimer-plus8", "nokaslr/hrtimer-plus12",
     "kaslr/irq-in-fault", "kaslr/el1-abort",
+    "va48/el1-abort", "va48/irq-in-fault",  # -cpu max,lpa2=off: 48-bit VA, 4 levels
 ]
-BOOTS = ["nokaslr", "kaslr"]
+BOOTS = ["nokaslr", "kaslr", "va48"]
+#: Threads per boot (init_task's list with threads, plus the idle task of CPU 1).
+TASK_COUNT = {"nokaslr": 72, "kaslr": 73, "va48": 74}
 
 
 def vmcore(name: str) -> Path:

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from kernel_fixtures import DUMPS, VMLINUX, drgn_reference, hexint, program, vmcore
+from kernel_fixtures import DUMPS, TASK_COUNT, VMLINUX, drgn_reference, hexint, program, vmcore
 from sfunwind.errors import MemoryFault, MismatchError, VmcoreFormatError
 from sfunwind.kernel.program import (
     FRAME_META_TYPE_FINAL,
@@ -32,7 +32,7 @@ def test_task_list_equals_drgn(dump):
     mine = {t.address: (t.pid, t.tgid, t.comm, t.state, t.cpu, t.on_cpu, t.is_running,
                         t.idle_of_cpu, t.stack) for t in prog.threads()}
     theirs = {hexint(t["task"]): _task_key(t) for t in ref["tasks"]}
-    assert len(mine) == len(ref["tasks"]) == (73 if dump.startswith("kaslr") else 72)
+    assert len(mine) == len(ref["tasks"]) == TASK_COUNT[dump.split("/")[0]]
     assert mine == theirs
 
 
@@ -76,7 +76,10 @@ def test_vmcoreinfo_and_kaslr(dump):
     assert prog.kaslr_offset == hexint(ref["kaslr_offset"])
     assert prog.build_id == ref["build_id"] == prog.vmlinux_build_id
     assert prog.vmcoreinfo.osrelease == ref["osrelease"]
-    assert prog.pac_mask == 0xFFF0000000000000
+    # 52-bit VA: PAC in bits 63:52; 48-bit VA (va48): bits 63:48
+    assert prog.pac_mask == (0xFFFF000000000000 if dump.startswith("va48") else
+                             0xFFF0000000000000)
+    assert prog.pac_mask == int(ref["vmcoreinfo"]["NUMBER(KERNELPACMASK)"], 16)
     for key, value in ref["vmcoreinfo"].items():
         assert prog.vmcoreinfo.get(key) == value
 

@@ -1,4 +1,4 @@
-"""arm64 translation: real 52-bit LPA2 dumps, and synthetic cores for other geometries."""
+"""arm64 translation: real 52-bit LPA2 and 48-bit dumps, synthetic cores for other geometries."""
 
 from __future__ import annotations
 
@@ -12,12 +12,19 @@ from sfunwind.memory.arm64 import Arm64Translation, KernelAddressSpace
 from sfunwind.memory.elfcore import ElfCore
 
 
-@pytest.mark.parametrize("dump", ["nokaslr/irq-in-fault", "kaslr/el1-abort"])
-def test_page_walk_agrees_with_linear_and_image_arithmetic(dump):
+@pytest.mark.parametrize("dump,geometry", [
+    ("nokaslr/irq-in-fault", (52, 5, True, 4096)),
+    ("kaslr/el1-abort", (52, 5, True, 4096)),
+    # a 52-bit kernel on a CPU without LPA2: 48-bit VA, 4 levels, and memstart_addr lowered
+    # so that the linear map arithmetic with the configured PAGE_OFFSET still holds
+    ("va48/el1-abort", (48, 4, False, 4096)),
+])
+def test_page_walk_agrees_with_linear_and_image_arithmetic(dump, geometry):
     prog = program(dump)
     mem = prog.memory
     tr = mem.tr
-    assert (tr.va_bits, tr.levels, tr.lpa2, tr.page_size) == (52, 5, True, 4096)
+    assert (tr.va_bits, tr.levels, tr.lpa2, tr.page_size) == geometry
+    assert tr.config_va_bits == 52
     image = [prog.symbol("init_task"), prog.symbol("__per_cpu_offset"),
              prog.symbol("swapper_pg_dir")]
     for va in image:
@@ -25,7 +32,8 @@ def test_page_walk_agrees_with_linear_and_image_arithmetic(dump):
     linear = [t.address for t in prog.threads() if tr.is_linear(t.address)]
     assert len(linear) > 60
     for va in linear:
-        assert mem.walk(va) == va - tr.page_offset + tr.phys_offset
+        assert mem.walk(va) == tr.linear_to_phys(va)
+        assert mem.walk(va) == va - tr.linear_start + 0x40000000  # RAM starts at 1 GiB
     # vmalloc'd stacks only translate through the tables; they must hold data
     for t in prog.threads():
         if not tr.is_linear(t.stack) and not prog.symbols.is_kernel_text(t.stack):

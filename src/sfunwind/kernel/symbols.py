@@ -330,6 +330,13 @@ class Symbolizer:
             return self.names.find(name)
         return self._name_index().get(name)
 
+    def addresses_of(self, name: str) -> list[int]:
+        """Runtime addresses of every symbol called *name* (static functions of one name
+        in several files: ``__flush_tlb_range.constprop.0.isra.0``), in address order."""
+        if isinstance(self.names, _LazyNames):
+            return [self._addr_list[i] for i in self.names.find_all(name)]
+        return [self._addr_list[i] for i, n in enumerate(self.names) if n == name]
+
     def address_of(self, name: str) -> int:
         """Runtime address of *name* (KeyError if absent); the first of duplicates."""
         i = self.index_of(name)
@@ -374,6 +381,7 @@ class _LazyNames(Sequence[str]):
         self.offsets = offsets
         self._cache: dict[int, str] = {}
         self._index: dict[bytes, int] | None = None
+        self._dups: dict[bytes, list[int]] = {}
 
     def __len__(self) -> int:
         return len(self.offsets)
@@ -401,10 +409,22 @@ class _LazyNames(Sequence[str]):
             ends = nuls[np.minimum(np.searchsorted(nuls, self.offsets), len(nuls) - 1)]
             strtab = self.strtab
             index: dict[bytes, int] = {}
+            dups: dict[bytes, list[int]] = {}
             for i, (a, b) in enumerate(zip(self.offsets.tolist(), ends.tolist(), strict=True)):
-                index.setdefault(strtab[a:b], i)
+                key = strtab[a:b]
+                first = index.setdefault(key, i)
+                if first != i:  # static functions of the same name in several files
+                    dups.setdefault(key, [first]).append(i)
             self._index = index
+            self._dups = dups
         return self._index.get(name.encode())
+
+    def find_all(self, name: str) -> list[int]:
+        """Indices of every symbol called *name*, in kallsyms order."""
+        first = self.find(name)
+        if first is None:
+            return []
+        return list(self._dups.get(name.encode(), [first]))
 
 
 _PREFIXES = (b"$", b".L", b"__efistub_", b"__pi_$", b"__pi_.L", b"__kvm_nvhe_$",

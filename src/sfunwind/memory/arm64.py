@@ -5,8 +5,10 @@ Three ways a kernel (TTBR1) virtual address becomes physical (``arch/arm64/inclu
 * **kernel image** (text, rodata, data, bss, ``swapper_pg_dir``): ``pa = va - kimage_voffset``.
   Used for ``[image_start, image_end)`` when the caller knows the image bounds (from vmlinux
   symbols ``_text``/``_end`` + KASLR offset); otherwise the page tables translate it too.
-* **linear map** ``[PAGE_OFFSET, PAGE_END)``: ``pa = (va - PAGE_OFFSET) + PHYS_OFFSET``, with
-  ``PAGE_OFFSET = -(1 << va_bits)`` and ``PAGE_END = -(1 << (va_bits - 1))``.
+* **linear map** ``[_PAGE_OFFSET(vabits_actual), PAGE_END)``: ``pa = (va & ~PAGE_OFFSET) +
+  PHYS_OFFSET`` (mod 2^64), with ``PAGE_OFFSET = -(1 << VA_BITS)`` (the configured size),
+  ``PAGE_END = -(1 << (vabits_actual - 1))`` and PHYS_OFFSET = ``memstart_addr``, which a
+  52-bit kernel on a 48-bit CPU lowers so the formula still holds.
 * everything else (vmalloc'd task stacks with ``VMAP_STACK``, IRQ stacks, the per-cpu chunks,
   fixmap, modules): a walk of the translation tables rooted at ``swapper_pg_dir``.
 
@@ -59,8 +61,20 @@ class Arm64Translation:
         self.pac_mask = info.pac_mask
         self.swapper_pg_dir = info.symbol("swapper_pg_dir")
         self.pgd_phys = (self.swapper_pg_dir - self.kimage_voffset) & MASK64
-        self.page_offset = (-(1 << self.va_bits)) & MASK64
+        # PAGE_OFFSET is a compile-time constant of the *configured* VA size; a 52-bit
+        # kernel on a 48-bit CPU maps its linear map at _PAGE_OFFSET(48) and compensates by
+        # lowering memstart_addr (PHYS_OFFSET) by _PAGE_OFFSET(48) - _PAGE_OFFSET(52), so
+        # ``pa = (va & ~PAGE_OFFSET) + PHYS_OFFSET`` (mod 2^64) holds either way.  PAGE_END
+        # follows the VA size the kernel runs with (vabits_actual).
+        self.config_va_bits = info.number("VA_BITS", self.va_bits)
+        if not self.va_bits <= self.config_va_bits <= 52:
+            raise VmcoreFormatError(f"VMCOREINFO: VA_BITS={self.config_va_bits} with "
+                                    f"TCR_EL1_T1SZ giving {self.va_bits}",
+                                    offset=info.offset, path=info.path)
+        self.page_offset = (-(1 << self.config_va_bits)) & MASK64
         self.page_end = (-(1 << (self.va_bits - 1))) & MASK64
+        #: Lowest linear-map address actually in use (``_PAGE_OFFSET(vabits_actual)``).
+        self.linear_start = (-(1 << self.va_bits)) & MASK64
         # Output-address mask of a table/page descriptor.
         if self.lpa2:
             self._oa_mask = ((1 << 50) - 1) & ~(self.page_size - 1)
@@ -80,7 +94,12 @@ class Arm64Translation:
         return (va >> self.va_bits) == (1 << (64 - self.va_bits)) - 1
 
     def is_linear(self, va: int) -> bool:
-        return self.page_offset <= va < self.page_end
+        """In the linear map as it is used: ``[_PAGE_OFFSET(vabits_actual), PAGE_END)``."""
+        return self.linear_start <= va < self.page_end
+
+    def linear_to_phys(self, va: int) -> int:
+        """``__lm_to_phys()``: ``(va & ~PAGE_OFFSET) + PHYS_OFFSET``, modulo 2^64."""
+        return ((va & ~self.page_offset & MASK64) + self.phys_offset) & MASK64
 
 
 class KernelAddressSpace(AddressSpace):
@@ -131,7 +150,7 @@ class KernelAddressSpace(AddressSpace):
         if self.image_range is not None and self.image_range[0] <= va < self.image_range[1]:
             return (va - tr.kimage_voffset) & MASK64
         if tr.is_linear(va):
-            return va - tr.page_offset + tr.phys_offset
+            return tr.linear_to_phys(va)
         return self.walk(va)
 
     def walk(self, va: int) -> int:
