@@ -54,6 +54,7 @@ def _fields(c: UnwindRow, s: UnwindRow, arch: Arch) -> tuple[str, ...]:
         out.append("cfa")
     if c.ra != s.ra:
         out.append("ra")
+    # DWARF "undefined" FP (no value to restore) reads as "unchanged" in SFrame terms.
     fp_c = c.fp if c.fp.kind.value != "undefined" else RETAIN
     if fp_c != s.fp:
         out.append("fp")

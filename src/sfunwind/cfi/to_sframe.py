@@ -32,9 +32,13 @@ Known differences that cannot be recovered from encoded CFI (both still refuse t
 ``.cfi_val_encoded_addr`` and ``.cfi_label`` are seen as ``DW_CFA_val_expression`` / nothing,
 and an escaped ``DW_CFA_val_offset`` is reported as ``.cfi_val_offset``.
 
-Speed: translation results are cached by (CIE content, FDE instruction bytes) and encoded
-FRE blocks by (result, FRE start width, key, signal), so a vmlinux — whose 57,921 FDEs have
-far fewer distinct programs — costs one dict lookup per FDE plus the unique programs.
+Speed (a vmlinux: 57,921 FDEs, 29,459 distinct programs): programs are keyed by their bytes
+with every ``DW_CFA_advance_loc`` opcode folded to one value (10,823 distinct shapes); each
+shape is translated once by a fused decoder/state machine (:func:`_fast_translate`, checked
+against the reference :func:`translate_program` by the tests) which also records where the
+advance amounts sit; the FRE start offsets of all FDEs are then computed with numpy from
+those bytes and patched into per-shape FRE blocks.  Anything unusual takes the reference
+path.  The whole kernel converts in about 1.5x the CPU time ``readelf`` needs to print it.
 """
 
 from __future__ import annotations
