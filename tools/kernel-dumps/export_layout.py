@@ -154,7 +154,7 @@ def main(argv):
             "are addresses inside .data..percpu: CPU n's copy is at address + __per_cpu_offset[n]",
             "FRAME_META_TYPE_* are #defines in arch/arm64/include/asm/stacktrace/frame.h",
         ],
-        "constants": {"PAGE_SIZE": 4096, "THREAD_SIZE": thread_size, "IRQ_STACK_SIZE": thread_size,
+        "constants": {"PAGE_SIZE": int(vmci.get("PAGESIZE", "4096")), "THREAD_SIZE": thread_size, "IRQ_STACK_SIZE": thread_size,
                       "FRAME_META_TYPE_NONE": 0, "FRAME_META_TYPE_FINAL": 1,
                       "FRAME_META_TYPE_PT_REGS": 2},
         "structs": structs,

@@ -4,8 +4,8 @@ dump-guest-memory (and for the trimmed cores made by trim_vmcore.py).
 
   Core            ELF ET_CORE: physical PT_LOADs, NT_PRSTATUS per vCPU, VMCOREINFO
   KernelMemory    kernel virtual reads via a page-table walk from swapper_pg_dir
-                  (4 KiB granule; 3/4/5 levels from TCR_EL1.T1SZ; LPA2 descriptors
-                  when VA_BITS is 52)
+                  (4/16/64 KiB granule from PAGESIZE; levels from TCR_EL1.T1SZ; LPA2
+                  descriptors when VA_BITS is 52)
   kernel_walk()   the traversal an independent unwinder needs: task list through
                   init_task (+ threads), per-CPU runqueues/irq_stack_ptr/per-cpu area,
                   whole task and IRQ stacks, kernel .data/.bss
@@ -118,14 +118,18 @@ class KernelMemory:
     def __init__(self, core):
         self.core = core
         page_size = core.vmci("PAGESIZE", 4096)
-        if page_size != 4096:
-            raise NotImplementedError("only the 4 KiB granule is implemented")
+        if page_size not in (4096, 16384, 65536):
+            raise NotImplementedError(f"PAGESIZE {page_size} is not an arm64 granule")
+        self.page_size = page_size
+        self.gshift = page_size.bit_length() - 1  # 12, 14 or 16
+        self.bpl = self.gshift - 3  # index bits per level
         t1sz = core.vmci("NUMBER(TCR_EL1_T1SZ)")
         self.va_bits = 64 - t1sz if t1sz else core.vmci("NUMBER(VA_BITS)")
-        # 52-bit VA with a 4 KiB granule needs FEAT_LPA2 (TCR_EL1.DS=1): output
-        # address bits [51:50] live in descriptor bits [9:8].
-        self.lpa2 = self.va_bits == 52
-        self.levels = -(-(self.va_bits - 12) // 9)
+        # 52-bit VA with a 4/16 KiB granule needs FEAT_LPA2 (TCR_EL1.DS=1): output
+        # address bits [51:50] live in descriptor bits [9:8].  With 64 KiB (FEAT_LPA)
+        # bits [51:48] live in [15:12].
+        self.lpa2 = self.va_bits == 52 and page_size != 65536
+        self.levels = -(-(self.va_bits - self.gshift) // self.bpl)
         self.start_level = 4 - self.levels
         self.kimage_voffset = core.vmci("NUMBER(kimage_voffset)")
         self.kaslr_offset = int(core.vmcoreinfo.get("KERNELOFFSET", "0"), 16)
@@ -136,8 +140,12 @@ class KernelMemory:
 
     def _oa(self, desc):
         if self.lpa2:
-            return (desc & 0x0003FFFFFFFFF000) | (((desc >> 8) & 3) << 50)
-        return desc & 0x0000FFFFFFFFF000
+            oa = desc & ((1 << 50) - 1) & ~(self.page_size - 1)
+            return oa | (((desc >> 8) & 3) << 50)
+        oa = desc & ((1 << 48) - 1) & ~(self.page_size - 1)
+        if self.page_size == 65536:
+            oa |= ((desc >> 12) & 0xF) << 48
+        return oa
 
     def table_pages(self, va):
         """Physical addresses of the translation tables visited for va."""
@@ -150,8 +158,8 @@ class KernelMemory:
         table = self.pgd_pa
         tables = []
         for lvl in range(self.start_level, 4):
-            shift = 12 + 9 * (3 - lvl)
-            nbits = (self.va_bits - shift) if lvl == self.start_level else 9
+            shift = self.gshift + self.bpl * (3 - lvl)
+            nbits = (self.va_bits - shift) if lvl == self.start_level else self.bpl
             idx = (va >> shift) & ((1 << nbits) - 1)
             tables.append(table)
             desc, = struct.unpack("<Q", self.core.read_phys(table + 8 * idx, 8))
@@ -160,7 +168,7 @@ class KernelMemory:
             if lvl == 3:
                 if not desc & 2:
                     raise NotMapped(f"{va:#x}: reserved level-3 descriptor {desc:#x}")
-                return self._oa(desc) | (va & 0xFFF), tables
+                return self._oa(desc) | (va & (self.page_size - 1)), tables
             if not desc & 2:  # block
                 size = 1 << shift
                 return (self._oa(desc) & ~(size - 1)) | (va & (size - 1)), tables
@@ -169,18 +177,19 @@ class KernelMemory:
 
     def translate(self, va):
         va &= MASK64  # per-cpu address arithmetic wraps around
-        page = va & ~0xFFF
+        mask = self.page_size - 1
+        page = va & ~mask
         pa = self._tlb.get(page)
         if pa is None:  # the walk records the table pages in core.touched
             pa = self._walk(page)[0]
             self._tlb[page] = pa
-        return pa | (va & 0xFFF)
+        return pa | (va & mask)
 
     def read(self, va, n):
         va &= MASK64
         out = bytearray()
         while n > 0:
-            chunk = min(n, PAGE - (va & 0xFFF))
+            chunk = min(n, self.page_size - (va & (self.page_size - 1)))
             out += self.core.read_phys(self.translate(va), chunk)
             va += chunk
             n -= chunk
