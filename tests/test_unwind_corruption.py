@@ -20,7 +20,7 @@ from sfunwind.unwind.arm64 import MAX_FRAMES, Regs, start_from_regs, start_from_
 from sfunwind.unwind.trace import EventKind, Mode, Source
 from test_trace_fixtures import context, k, program
 
-TRIALS = 1500
+TRIALS = 3000
 
 
 @cache
@@ -124,9 +124,10 @@ def test_random_corruption(boot, name, seed):
             else:
                 key = f"{mode.value} reliable, changed"
                 if mode is Mode.SFRAME:
-                    assert _explained(orig, trace, mutated, ctx), (
-                        task.pid, kind, hex(mutated[0]),
-                        [f.format() for f in orig.frames], [f.format() for f in trace.frames])
+                    assert _explained(orig, trace, mutated, ctx), "\n".join(
+                        [f"pid {task.pid}: {kind} at {mutated[0]:#x}"]
+                        + [f"{a.format():<50} {b.format():<50} fp={b.fp:#x}"
+                           for a, b in zip(orig.frames, trace.frames, strict=False)])
             stats[key] = stats.get(key, 0) + 1
     print(f"\n{boot}/{name}: {TRIALS} trials: {dict(sorted(stats.items()))}")
     assert stats.get("sframe unreliable", 0) > TRIALS // 50  # the mutations do bite

@@ -298,6 +298,9 @@ class _State:
     # the CFA of the function whose frame record fp points at, from its CFI at the call it
     # is suspended in; its caller's record must lie at or above that CFA
     frame_cfa: int | None = None
+    # the CFA of the frame below (the callee of the frame being noted): the SP at the call
+    # in the caller, so a caller with an SP-based CFA row has its record at an exact place
+    callee_cfa: int | None = None
 
 
 _UNKNOWN = StackInfo("unknown", 0, 0)
@@ -368,6 +371,7 @@ class _Walker:
         new_fp = self.read(fp)
         new_pc = self.read(fp + 8)
         name = self.stack_name(st, which)
+        st.callee_cfa = st.frame_cfa
         if st.frame_cfa is not None:
             self.check_caller_record(st, name, fp, new_fp, new_pc)
         if not new_fp and not new_pc:
@@ -385,9 +389,11 @@ class _Walker:
         st.frame_cfa = None
         find_row = self.ctx.find_row
         if find_row is None or not self.check_shape or st.source is Source.REGS_PC:
+            st.callee_cfa = None
             return
         row = find_row(st.pc - 4)
         if row is None:
+            st.callee_cfa = None
             return  # no CFI for C (entry asm): nothing to verify
         fp_rule, ra_rule = row.fp, row.ra
         # invariant: a function suspended in a call has saved {x29, x30} as a frame record
@@ -397,8 +403,28 @@ class _Walker:
             st.unreliable.append(UnwindError(
                 "frame-shape", f"return address {st.pc:#x}: the CFI at the call ({row.describe()}) "
                 "has no saved frame record", st.pc))
+            st.callee_cfa = None
             return
+        callee_cfa, st.callee_cfa = st.callee_cfa, None
+        if callee_cfa is not None and self.same_stack(callee_cfa - 1, st.fp):
+            # SP at the call = the callee's CFA; an SP-based CFA pins the record exactly
+            if row.cfa.kind is CfaKind.SP_OFFSET:
+                expected = (callee_cfa + row.cfa.offset + fp_rule.offset) & _MASK64
+                if st.fp != expected:
+                    st.unreliable.append(UnwindError(
+                        "frame-shape", f"frame record of the caller at {st.fp:#x}, but its CFI "
+                        f"({row.describe()}) above the callee's CFA {callee_cfa:#x} puts it at "
+                        f"{expected:#x}", st.fp))
+            elif st.fp < callee_cfa:
+                st.unreliable.append(UnwindError(
+                    "frame-shape", f"frame record of the caller at {st.fp:#x}, below the "
+                    f"callee's CFA {callee_cfa:#x}", st.fp))
         st.frame_cfa = (st.fp - fp_rule.offset) & _MASK64
+
+    def same_stack(self, a: int, b: int) -> bool:
+        """Both addresses on one of the task's stacks (its original bounds)."""
+        return any(s.low and s.low <= a < s.high and s.low <= b < s.high
+                   for s in self.task.stacks)
 
     def check_caller_record(self, st: _State, name: str, fp: int, new_fp: int,
                             new_pc: int) -> None:
@@ -536,6 +562,7 @@ class _Walker:
         else:
             ra = regs.lr
         st.pc, st.fp, st.source, st.found_on = ra, new_fp, source, found_on
+        st.callee_cfa = cfa  # the interrupted function's CFA
 
     # -- return-address recovery ---------------------------------------------------------
 
