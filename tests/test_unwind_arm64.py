@@ -665,3 +665,21 @@ def test_closed_call_targets():
     trace = unwind(ctx, task, start, Mode.UPSTREAM)
     assert [(r.code, r.index) for r in trace.reasons] == [("call-target", 1)]
     assert "call to f5, " in trace.reasons[0].message
+
+
+def test_frame_shape_skipped_frame_is_caught_exactly():
+    """A corrupted fp that skips one whole frame record lands on a valid record above: the
+    caller's SP-based CFA row puts its record exactly at callee CFA + frame size, so the
+    skip shows (no metadata about the skipped function is needed)."""
+    stack, task, start = sleeping_task(3)
+    body = sp_row(0x40, -0x40, -0x38)
+    rows = {start.pc - 4: body, fn(1) + 0x10 - 4: body, fn(2) + 0x10 - 4: body}
+    ctx = ctx_for(stack, rows=rows)
+    assert unwind(ctx, task, start, Mode.SFRAME).reliable
+    rec_a = start.fp
+    stack.put(rec_a, rec_a + 0x80)  # skip f1's own record: point at f2's
+    ctx = ctx_for(stack, rows=rows)
+    trace = unwind(ctx, task, start, Mode.SFRAME)
+    assert names(trace) == ["f0+0x8/0x100 (T)", "f1+0x10/0x100", "f3+0x10/0x100"]
+    assert [(r.code, r.index) for r in trace.reasons] == [("frame-shape", 1)]
+    assert unwind(ctx, task, start, Mode.UPSTREAM).reliable  # the FP chain alone cannot tell
