@@ -42,8 +42,11 @@ depends only on small interfaces, so it runs on a vmcore, a snapshot or syntheti
 
 Reliability (``Documentation/livepatch/reliable-stacktrace.rst``) on top of the kernel's
 rules, in every mode but ``sframe-v6``: every reported PC must be kernel text (and, when a
-return-site table is given, every return address must follow a call instruction,
-:mod:`sfunwind.unwind.returnsites`); the walk must
+return-site table is given, every return address must follow a call instruction, and a
+direct call to a function that can only return must be a call to the frame below:
+:mod:`sfunwind.unwind.returnsites`); in ``sframe`` mode every frame must also sit where its
+function's CFI at the call says (a frame record saved, the caller's record at or above the
+callee's CFA — exactly at callee CFA + frame size for an SP-based CFA row); the walk must
 end at the task's FINAL record; livepatch's buffer holds ``max_entries`` (100) addresses and
 its consumer stops the walk when the buffer becomes full, which arm64 turns into -EINVAL, so
 a trace of ``max_entries`` or more entries is unreliable; ``return_to_handler`` and the
