@@ -80,22 +80,45 @@ def sframe_rows(program, *, sframe_path: str | Path | None = None,
     return find_row
 
 
-def return_sites_for(program, path: str | Path | None = None) -> ReturnSites | None:
+def return_sites_for(program, path: str | Path | None = None, *,
+                     cache_dir: str | Path | None = None) -> ReturnSites | None:
+    """The return-site table: from *path*, else built from the vmlinux when it has code
+    (cached by build ID next to the converted SFrame), else None (checks not done)."""
     table = None
     if path is not None:
         table = ReturnSites.load(path)
     else:
         vmlinux = _vmlinux_path(program)
         if vmlinux is not None:
-            from sfunwind.memory.files import materialize
-
-            table = ReturnSites.from_elf(materialize(vmlinux))
+            table = _cached_return_sites(program, vmlinux, cache_dir)
     if table is None:
         return None
     if table.build_id and program.build_id and table.build_id != program.build_id:
         raise UsageError(f"return-site table is for build ID {table.build_id}, the vmcore is "
                          f"{program.build_id}")
     return table.relocated(program.kaslr_offset)
+
+
+def _cached_return_sites(program, vmlinux: str, cache_dir) -> ReturnSites | None:
+    from sfunwind.cfi import cache_directory
+    from sfunwind.memory.files import materialize
+
+    build_id = getattr(program, "vmlinux_build_id", None)
+    cached = cache_directory(cache_dir) / f"{build_id}.rsites" if build_id else None
+    if cached is not None:
+        if cached.exists():
+            return ReturnSites.load(cached)
+        if (cached.with_suffix(".nocode")).exists():
+            return None
+    table = ReturnSites.from_elf(materialize(vmlinux))
+    if cached is not None:
+        if table is None:
+            cached.with_suffix(".nocode").touch()
+        else:
+            tmp = cached.with_suffix(".tmp")
+            table.save(tmp)
+            tmp.replace(cached)
+    return table
 
 
 def _symbol_range(program, name: str) -> tuple[int, int] | None:
@@ -151,7 +174,8 @@ def context_for(program, *, sframe_path: str | Path | None = None,
     find_row = sframe_rows(program, sframe_path=sframe_path, cache_dir=cache_dir) \
         if need_rows else None
     symbols = program.symbols
-    sites = return_sites_for(program, return_sites_path) if use_return_sites else None
+    sites = return_sites_for(program, return_sites_path, cache_dir=cache_dir) \
+        if use_return_sites else None
     modules = module_text_ranges(program)
 
     def is_kernel_text(pc: int) -> bool:
