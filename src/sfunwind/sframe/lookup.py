@@ -398,8 +398,6 @@ class SFrameTable:
             self.fre_abs_end = np.zeros(0, dtype=_U64)
         self._scalar_ready = False
         self._row_cache: dict[int, UnwindRow | None] = {}
-        self._rules: dict[tuple[int, int, int], CfaRule | Rule] = {}
-        self._lists: tuple[list, ...] | None = None
 
     def _resolve_rules(self, version: int, abi: ABI, fixed_fp: int, fixed_ra: int,
                        base_sp: np.ndarray, ws: np.ndarray, wu: np.ndarray,
@@ -586,9 +584,12 @@ class SFrameTable:
             self._prepare_scalar()
         abs_starts = self._abs_starts_list
         if abs_starts is not None:
-            r = bisect.bisect_right(abs_starts, pc) - 1
-            if r < 0:
+            x = pc - self._abs_base
+            if x < 0 or x >= self._abs_span:
                 return None
+            k = x >> self._abs_shift
+            buckets = self._abs_buckets
+            r = bisect.bisect_right(abs_starts, x, buckets[k], buckets[k + 1] + 1) - 1
             if self._fre_pcmask[r]:
                 hit = self._find_row(pc)
                 return None if hit is None else self._make_row(hit[1], pc)
@@ -646,24 +647,49 @@ class SFrameTable:
             regular = bool((self.fde_start[1:] >= self.fde_end[:-1]).all())
         if regular and n > 1:
             regular = bool((self.fre_abs_start[1:] >= self.fre_abs_start[:-1]).all())
-        self._abs_starts_list = self.fre_abs_start.tolist() if regular else None
+        self._abs_starts_list = None
+        if regular and n and (
+                int(self.fre_abs_end.max()) - int(self.fre_abs_start[0]) >= 1 << 62
+                or bool((self.fre_abs_end < self.fre_abs_start).any())):
+            regular = False  # offsets beyond int64, or ranges wrapping past 2^64 (hostile)
+        if regular and n:
+            # Offsets from the first FRE (small ints compare faster than 64-bit addresses)
+            # and a bucket index over them: bucket k holds the rows that can contain a PC
+            # in [k << shift, (k + 1) << shift), so a lookup bisects a handful of entries
+            # instead of the whole table (each bisect probe of a 10^6-entry list is a cache
+            # miss).
+            self._abs_base = int(self.fre_abs_start[0])
+            offs = (self.fre_abs_start - _U64(self._abs_base)).astype(np.int64)
+            span = int(self.fre_abs_end.max() - _U64(self._abs_base))
+            shift = 4
+            while (span >> shift) > 2 * n + 1024:
+                shift += 1
+            edges = np.arange(0, (span >> shift) + 2, dtype=np.int64) << shift
+            bucket = np.searchsorted(offs, edges, side="right") - 1
+            self._abs_shift = shift
+            self._abs_span = span
+            self._abs_buckets = _int_array(np.maximum(bucket, 0))
+            self._abs_starts_list = offs.tolist()
         self._lists_abs_end = _int_array(self.fre_abs_end, "Q")
+        self._abs_start_arr = _int_array(self.fre_abs_start, "Q")
         self._fre_pcmask = _int_array(self.fde_pcmask[self.fre_fde]) if n else array.array("q")
+        self._prepare_signatures()
         self._scalar_ready = True
 
-    def _scalar_lists(self) -> tuple[list, ...]:
-        """Per-FRE fields as Python lists for the scalar path (built on first use: reading
-        numpy scalars one by one costs ~100 ns each)."""
-        lists = self._lists
-        if lists is None:
-            lists = self._lists = (
-                *(_int_array(a) for a in (
-                    self.fre_fde, self.fre_invalid, self.fre_outermost, self.fre_cfa_kind,
-                    self.fre_cfa_reg, self.fre_cfa_offset, self.fre_ra_kind, self.fre_ra_reg,
-                    self.fre_ra_offset, self.fre_fp_kind, self.fre_fp_reg, self.fre_fp_offset,
-                    self.fre_mangled, self.fre_signal, self.fre_pauth)),
-                _int_array(self.fre_abs_start, "Q"), _int_array(self.fre_abs_end, "Q"))
-        return lists
+    def _prepare_signatures(self) -> None:
+        """Give every FRE the id of its rule combination (typically a few hundred distinct
+        ones), so building a row reads one small prototype instead of 15 arrays."""
+        n = self.num_fres
+        cols = np.stack([a.astype(np.int64) for a in (
+            self.fre_cfa_kind, self.fre_cfa_reg, self.fre_cfa_offset, self.fre_ra_kind,
+            self.fre_ra_reg, self.fre_ra_offset, self.fre_fp_kind, self.fre_fp_reg,
+            self.fre_fp_offset, self.fre_mangled, self.fre_pauth, self.fre_signal,
+            self.fre_outermost, self.fre_invalid)], axis=1) if n else np.zeros((0, 14), np.int64)
+        key = np.ascontiguousarray(cols).view(np.dtype((np.void, cols.shape[1] * 8))).ravel()
+        _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+        self._sig = _int_array(inverse.ravel())
+        self._sig_first = first.tolist()
+        self._protos: list[tuple | None] = [None] * len(first)
 
     def _row_range(self, r: int, pc: int | None, i: int) -> tuple[int, int]:
         fstart = self._starts_list[i]
@@ -679,41 +705,39 @@ class SFrameTable:
         end = fstart + (nxt if nxt is not None else size)
         return fstart + s, min(end, fstart + size)
 
+    def _prototype(self, r: int) -> tuple:
+        """``(invalid, outermost, cfa, ra, fp, ra_signed, pauth_key, signal)`` of row r."""
+        g = self._sig[r]
+        proto = self._protos[g]
+        if proto is not None:
+            return proto
+        q = self._sig_first[g]
+        outer = bool(self.fre_outermost[q])
+        ck = int(self.fre_cfa_kind[q])
+        cfa = CfaRule(CFA_KINDS[ck], int(self.fre_cfa_offset[q]),
+                      None if ck in (CFA_SP, CFA_FP) else int(self.fre_cfa_reg[q]))
+        ra = _rule(int(self.fre_ra_kind[q]), int(self.fre_ra_offset[q]), int(self.fre_ra_reg[q]))
+        fp = _rule(int(self.fre_fp_kind[q]), int(self.fre_fp_offset[q]), int(self.fre_fp_reg[q]))
+        proto = (bool(self.fre_invalid[q]), outer, cfa, ra, fp, bool(self.fre_mangled[q]),
+                 PAuthKey.B if self.fre_pauth[q] else PAuthKey.A, bool(self.fre_signal[q]))
+        self._protos[g] = proto
+        return proto
+
     def _make_row(self, r: int, pc: int | None) -> UnwindRow:
-        (fre_fde, invalid, outermost, cfa_kind, cfa_reg, cfa_off, ra_kind, ra_reg, ra_off,
-         fp_kind, fp_reg, fp_off, mangled, signal_l, pauth, abs_start,
-         abs_end) = self._scalar_lists()
-        if invalid[r]:
+        invalid, outer, cfa, ra, fp, signed, key, signal = self._prototype(r)
+        if invalid:
             off = int(self.fre_offset[r])
             raise SFrameFormatError(
                 f"malformed FRE: {int(self.fre_count[r])} data words do not form a valid "
                 f"{'FLEX' if self.fde_kind[self.fre_fde[r]] == FDEKind.FLEX else 'DEFAULT'} "
                 f"row for {self.abi.name}", offset=off if off >= 0 else None, path=self.path)
-        i = fre_fde[r]
-        if self._pcmask_list[i]:
-            start, end = self._row_range(r, pc, i)
+        if self._fre_pcmask[r]:
+            start, end = self._row_range(r, pc, int(self.fre_fde[r]))
         else:
-            start, end = abs_start[r], abs_end[r]
-        signal = signal_l[r]
-        if outermost[r]:
-            return outermost_row(start, end, signal=bool(signal))
-        rules = self._rules
-        ck = cfa_kind[r]
-        key = (ck, cfa_off[r], cfa_reg[r])
-        cfa = rules.get(key)
-        if cfa is None:
-            cfa = rules[key] = CfaRule(CFA_KINDS[ck], cfa_off[r],
-                                       None if ck in (CFA_SP, CFA_FP) else cfa_reg[r])
-        key = (-1 - ra_kind[r], ra_off[r], ra_reg[r])
-        ra = rules.get(key)
-        if ra is None:
-            ra = rules[key] = _rule(ra_kind[r], ra_off[r], ra_reg[r])
-        key = (-1 - fp_kind[r], fp_off[r], fp_reg[r])
-        fp = rules.get(key)
-        if fp is None:
-            fp = rules[key] = _rule(fp_kind[r], fp_off[r], fp_reg[r])
-        return UnwindRow(cfa, ra, fp, bool(mangled[r]), PAuthKey.B if pauth[r] else PAuthKey.A,
-                         False, bool(signal), start, end)
+            start, end = self._abs_start_arr[r], self._lists_abs_end[r]
+        if outer:
+            return outermost_row(start, end, signal=signal)
+        return UnwindRow(cfa, ra, fp, signed, key, False, signal, start, end)
 
     # -----------------------------------------------------------------------------------
     def find_many(self, pcs: np.ndarray | list[int]) -> FindManyResult:
