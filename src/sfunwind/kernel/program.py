@@ -6,7 +6,7 @@
     ...     print(task.pid, task.comm, task.state, task.cpu, task.on_cpu, task.stack_info)
     >>> for cpu in prog.cpus():
     ...     print(cpu.index, cpu.curr_task.comm, hex(cpu.prstatus.pc), cpu.irq_stack)
-    >>> prog.symbols.format(pc)            # "hrtimer_interrupt+0x8/0x330"
+    >>> prog.symbols.format(pc)            # "hrtimer_interrupt+0x8/0x340"
     >>> prog.memory.read(address, size)     # kernel virtual memory (MemoryFault if absent)
 
 Everything layout-dependent comes from the vmlinux BTF (``prog.types``) and its symbol table
