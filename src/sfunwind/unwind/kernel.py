@@ -122,11 +122,12 @@ def _cached_return_sites(program, vmlinux: str, cache_dir) -> ReturnSites | None
 
 
 def _symbol_range(program, name: str) -> tuple[int, int] | None:
-    info = program.symbols.lookup(program.symbols.get(name) or 0) \
-        if program.symbols.get(name) is not None else None
-    if info is None:
+    """``(address, kallsyms size)`` of a kernel symbol, None when the kernel lacks it."""
+    address = program.symbols.get(name)
+    if address is None:
         return None
-    return info.address, info.size
+    info = program.symbols.lookup(address)
+    return address, (info.size if info is not None else 4)
 
 
 #: Bound on modules followed on the ``modules`` list.
