@@ -76,7 +76,19 @@ def main() -> None:
     if len(sys.argv) > 2 and sys.argv[1] == "--make-seeds":
         make_seeds(Path(sys.argv[2]))
         return
+    import importlib
+
     import atheris
+
+    # Coverage feedback: re-import the code under test with atheris's instrumentation.
+    with atheris.instrument_imports(include=["sfunwind"]):
+        for name in ("sfunwind.cfi.parser", "sfunwind.cfi.ops", "sfunwind.cfi.rows",
+                     "sfunwind.cfi.to_sframe"):
+            importlib.reload(sys.modules[name])
+    global parse_eh_frame_hdr, parse_frame_section, evaluate_fde, convert_frame_section
+    from sfunwind.cfi.parser import parse_eh_frame_hdr, parse_frame_section
+    from sfunwind.cfi.rows import evaluate_fde
+    from sfunwind.cfi.to_sframe import convert_frame_section
 
     atheris.Setup(sys.argv, one_input)
     atheris.Fuzz()

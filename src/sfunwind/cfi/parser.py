@@ -68,19 +68,21 @@ def read_sleb(buf: bytes, pos: int, end: int) -> tuple[int, int]:
     """Decode an SLEB128 at *pos*; returns (value, next position)."""
     result = 0
     shift = 0
+    last = 0
     while True:
         if pos >= end:
             raise IndexError(pos)
-        b = buf[pos]
+        last = buf[pos]
         pos += 1
-        result |= (b & 0x7F) << shift
+        result |= (last & 0x7F) << shift
         shift += 7
-        if b < 0x80:
-            if b & 0x40:
-                result -= 1 << shift
-            return result, pos
+        if last < 0x80:
+            break
         if shift > 70:
             raise ValueError(pos)
+    if last & 0x40:
+        result -= 1 << shift
+    return result, pos
 
 
 @dataclass(slots=True)
