@@ -646,3 +646,18 @@ def test_one_fde_with_a_very_long_fre_list() -> None:
     assert res.cfa_offset.tolist() == [16 + (k % 4) * 16 for k in range(0, n, 997)]
     t2 = SFrameTable(decode(data))
     assert np.array_equal(t2.find_many(pcs).cfa_offset, res.cfa_offset)
+
+
+@pytest.mark.parametrize("tc,name,flags,txt", [
+    ("v2-binutils-2.44", "mini-x64", ["--objdump-compat", "2.44"], "mini-x64.objdump-2.44.txt"),
+    ("v1-binutils-2.40", "mini-a64", ["--objdump-compat", "2.40"], "mini-a64.objdump-2.40.txt"),
+    ("v3-binutils-2.47", "mini-a64.o", ["--generic-objdump"], "mini-a64.o.objdump-2.47-generic.txt"),
+    ("v3-binutils-2.47", "mini-x64.o", [], "mini-x64.o.objdump-2.47.txt"),
+])
+def test_cli_dump_compat_modes(tc: str, name: str, flags: list[str], txt: str,
+                               capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _fixture(name, tc)
+    expected = (path.parent / txt).read_text()
+    monkeypatch.chdir(path.parent)  # objdump ran in the fixture's directory
+    assert cli_main(["sframe", "dump", *flags, name]) == 0
+    assert capsys.readouterr().out == expected
