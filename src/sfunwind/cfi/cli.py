@@ -40,7 +40,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       description="Convert the file's .eh_frame (or .debug_frame) to an "
                                   "SFrame v3 section the way GNU as 2.47 translates .cfi_* "
                                   "directives.  FDEs gas refuses are dropped with gas's "
-                                  "warning text.")
+                                  "warning text.  For a relocatable .o the allocated sections "
+                                  "are laid out from 0x10000 in section-header order and "
+                                  "relocations applied (so the output equals gas's .sframe "
+                                  "relocated the same way).")
     p.add_argument("file", help="ELF file (executable, vmlinux, shared object or .o)")
     p.add_argument("-o", "--output", required=True, help="output file")
     p.add_argument("--at", type=_int, default=None, metavar="ADDR",
