@@ -489,6 +489,9 @@ def test_validate_catches_each_corruption_class() -> None:
                                            version=2, sort=False, pcrel=False)))
     v2.header.flags |= 0x8
     assert _codes(v2, kernel=True) == ["flags", "pcrel", "sorted", "version"]
+    texty = v3([SFrameFDE(0x1000, 8, fres=[fre(0, 0)]), SFrameFDE(0x9000, 8, fres=[fre(0, 0)])])
+    assert validate(texty, text_ranges=[(0x1000, 0x2000), (0x9000, 0x9008)]) == []
+    assert [p.code for p in validate(texty, text_ranges=[(0x1000, 0x2000)])] == ["fde-text"]
     empty = decode(encode(SFrameSection.build(ABI.AARCH64_LE, [])))
     assert _codes(empty, kernel=True) == ["num-fdes", "num-fres"]
     for p in validate(v2, kernel=True):

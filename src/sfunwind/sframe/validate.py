@@ -25,10 +25,13 @@ version             (kernel) not SFrame V3
 pcrel               (kernel) SFRAME_F_FDE_FUNC_START_PCREL missing
 sorted              (kernel, vmlinux) SFRAME_F_FDE_SORTED missing
 auxhdr              (kernel) a non-empty auxiliary header
+fde-text            an FDE starting outside the given text ranges (the kernel's
+                    ``sframe_func_start_addr_valid``: .text, init text, .exit.text, ...)
 =================== ==========================================================================
 
 ``kernel=True`` adds the header requirements of the kernel's V3 reader
-(``sframe_read_header``: V3, PCREL, SORTED, no aux header, non-zero counts).
+(``sframe_read_header``: V3, PCREL, SORTED, no aux header, non-zero counts);
+``text_ranges`` (``[(start, end), ...]``) checks every function start like the kernel does.
 """
 
 from __future__ import annotations
@@ -70,7 +73,8 @@ def _default_word_counts(section: SFrameSection) -> set[int]:
     return {0, 1, 2, 3}
 
 
-def validate(section: SFrameSection, *, kernel: bool = False) -> list[Problem]:
+def validate(section: SFrameSection, *, kernel: bool = False,
+             text_ranges: list[tuple[int, int]] | None = None) -> list[Problem]:
     """Every problem of ``section`` (empty list when it is consistent)."""
     probs: list[Problem] = []
     h = section.header
@@ -143,6 +147,12 @@ def validate(section: SFrameSection, *, kernel: bool = False) -> list[Problem]:
     if decoded and spans and used_end != h.fre_len:
         add(Problem(0x10, "fre-len", f"header FRE sub-section length {h.fre_len:#x}, the FDEs "
                                      f"use {used_end:#x} bytes"))
+
+    if text_ranges is not None:
+        for i, fde in enumerate(fdes):
+            if not any(lo <= fde.start < hi for lo, hi in text_ranges):
+                add(Problem(fde.offset, "fde-text", f"FDE {i} starts at {fde.start:#x}, outside "
+                                                    f"the text ranges"))
 
     allowed_default = _default_word_counts(section)
     abi = section.abi
