@@ -683,3 +683,18 @@ def test_frame_shape_skipped_frame_is_caught_exactly():
     assert names(trace) == ["f0+0x8/0x100 (T)", "f1+0x10/0x100", "f3+0x10/0x100"]
     assert [(r.code, r.index) for r in trace.reasons] == [("frame-shape", 1)]
     assert unwind(ctx, task, start, Mode.UPSTREAM).reliable  # the FP chain alone cannot tell
+
+
+def test_task_start_record_placed_by_saved_sp():
+    """cpu_context.sp is __switch_to's SP at its call to cpu_switch_to: with an SP-based
+    CFA row at that call, __switch_to's record must sit exactly at sp + N + fp offset."""
+    stack, task, start = sleeping_task(2)
+    body = sp_row(0x40, -0x40, -0x38)
+    rows = {start.pc - 4: body, fn(1) + 0x10 - 4: body}
+    ctx = ctx_for(stack, rows=rows)
+    good = start_from_task(start.pc, start.fp, start.fp)
+    assert unwind(ctx, task, good, Mode.SFRAME).reliable
+    bad = start_from_task(start.pc, start.fp, start.fp - 0x10)
+    trace = unwind(ctx, task, bad, Mode.SFRAME)
+    assert [(r.code, r.index) for r in trace.reasons] == [("frame-shape", 0)]
+    assert unwind(ctx, task, bad, Mode.UPSTREAM).reliable  # the walk never uses the sp

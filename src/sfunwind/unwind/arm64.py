@@ -193,11 +193,16 @@ class Start:
     pc: int
     fp: int
     regs: Regs | None = None
+    sp: int | None = None  # the SP at the call the first frame is suspended in, if known
 
 
-def start_from_task(cpu_context_pc: int, cpu_context_fp: int) -> Start:
-    """``kunwind_init_from_task``: a task blocked in ``cpu_switch_to``."""
-    return Start(StartKind.TASK, cpu_context_pc & _MASK64, cpu_context_fp & _MASK64)
+def start_from_task(cpu_context_pc: int, cpu_context_fp: int,
+                    cpu_context_sp: int | None = None) -> Start:
+    """``kunwind_init_from_task``: a task blocked in ``cpu_switch_to``.  The saved SP (the
+    SP of ``__switch_to`` at its call to ``cpu_switch_to``) lets the ``sframe`` verdict
+    check where ``__switch_to``'s frame record is; the walk itself never uses it."""
+    return Start(StartKind.TASK, cpu_context_pc & _MASK64, cpu_context_fp & _MASK64,
+                 sp=None if cpu_context_sp is None else cpu_context_sp & _MASK64)
 
 
 def start_from_regs(regs: Regs) -> Start:
@@ -651,6 +656,7 @@ def unwind(ctx: UnwindContext, task: TaskStacks, start: Start, mode: Mode = Mode
                 stacks=list(task.stacks), raw_pc=start.pc)
     if start.kind is StartKind.TASK:
         st.source = Source.TASK
+        st.callee_cfa = start.sp  # cpu_switch_to's CFA: __switch_to's SP at the call
     elif start.kind is StartKind.CALLER:
         st.source = Source.CALLER
     else:

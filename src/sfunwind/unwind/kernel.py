@@ -321,7 +321,8 @@ def trace_task(program, task, mode: Mode, *, ctx: UnwindContext | None = None,
             return trace_cpu(program, c.index, mode, ctx=ctx, max_entries=max_entries)
     cc = task.cpu_context
     stacks = task_stacks(program, task)
-    trace = unwind(ctx, stacks, start_from_task(cc.pc, cc.fp), mode, max_entries=max_entries)
+    trace = unwind(ctx, stacks, start_from_task(cc.pc, cc.fp, cc.sp), mode,
+                   max_entries=max_entries)
     return _label(trace, task, None)
 
 
