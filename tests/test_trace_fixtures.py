@@ -203,3 +203,17 @@ def test_module_text_is_kernel_text(boot, name):
     assert ctx.is_kernel_text(lo) and ctx.is_kernel_text(hi - 4) and not ctx.is_kernel_text(hi)
     assert ctx.is_return_site(lo + 8) is None
     assert not prog.symbols.is_kernel_text(lo)  # core text only
+
+
+def test_v6_alignment_defect_on_real_data():
+    """§16 defect 1 on the real dump: v6's ``cfa & 0x15`` rejects 16-byte-aligned CFAs with
+    bit 4 set, losing the (L) caller that the corrected mode reports."""
+    prog = program("nokaslr", "nested-irq")
+    ctx = context("nokaslr", "nested-irq", True)
+    fixed = k.trace_cpu(prog, 1, Mode.SFRAME, ctx=ctx)
+    v6 = k.trace_cpu(prog, 1, Mode.SFRAME_V6, ctx=ctx)
+    rejected = [r for r in v6.reasons if r.code == "sframe-cfa-misaligned"]
+    assert rejected and all(r.address & 0xF == 0 and r.address & 0x10 for r in rejected)
+    assert fixed.frames[1].source is Source.REGS_LR
+    assert v6.frames[1].source is Source.FRAME  # the FP fallback skipped the LR caller
+    assert [r.code for r in fixed.reasons if r.code.startswith("sframe-")] == ["sframe-no-row"]
