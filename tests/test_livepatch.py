@@ -393,3 +393,61 @@ def test_ko_corrupted_bytes_never_escape_as_other_errors(tmp_path):
         except ElfFormatError:
             rejected += 1
     assert parsed + rejected == 300 and rejected > 50
+
+
+# -- module kallsyms from a dump (synthetic memory laid out like struct module) --------------
+
+def test_module_kallsyms_from_struct_module():
+    import struct as st
+
+    from sfunwind.livepatch.dump import DumpInputs
+    from sfunwind.memory.base import SparseMemory
+
+    head, mod, ks, symtab, strtab, text = (0x1000, 0x2000, 0x3000, 0x4000, 0x5000, 0x9000)
+    offsets = {("struct module", "list"): 8, ("struct module", "name"): 24,
+               ("struct module", "kallsyms"): 904, ("struct module", "mem"): 320,
+               ("struct mod_kallsyms", "symtab"): 0, ("struct mod_kallsyms", "num_symtab"): 8,
+               ("struct mod_kallsyms", "strtab"): 16}
+    names = b"\0$x\0foo\0undef\0dup\0bar\0"
+    off = {n: names.index(n.encode() + b"\0") for n in ("$x", "foo", "undef", "dup", "bar")}
+    syms = [(0, 0, 0), (off["$x"], 1, text), (off["foo"], 1, text), (off["undef"], 0, 0),
+            (off["dup"], 1, text + 0x40), (off["bar"], 1, text + 0x20),
+            (off["dup"], 1, text + 0x10), (0, 1, text + 0x30)]  # last: unnamed
+    table = b"".join(st.pack("<IBBHQQ", n, 0x12, 0, shndx, value, 0) for n, shndx, value in syms)
+    module = bytearray(1024)
+    st.pack_into("<QQ", module, 8, head, head)
+    module[24:24 + 6] = b"demo\0\0"
+    st.pack_into("<Q", module, 904, ks)
+    st.pack_into("<QI", module, 320, text, 0x80)
+    memory = SparseMemory([(head, st.pack("<QQ", mod + 8, mod + 8)), (mod, bytes(module)),
+                           (ks, st.pack("<QQQ", symtab, len(syms), strtab)),
+                           (symtab, table), (strtab, names.ljust(4096, b"\0"))])  # a page
+
+    class Types:
+        def offsetof(self, type_name, member):
+            return offsets[(type_name, member)]
+
+    class Symbols:
+        def get(self, name):
+            return {"modules": head}.get(name)
+
+    class Program:
+        types, symbols = Types(), Symbols()
+
+        def read_u64(self, address):
+            return memory.read_u64(address)
+
+    Program.memory = memory
+    inputs = DumpInputs(Program())
+    assert inputs.modules() == {"demo": mod}
+    assert inputs.kallsyms("absent") is None
+    k = inputs.kallsyms("demo")
+    assert k.find("foo").size == 0x10  # up to dup at +0x10 ($x and unnamed symbols ignored)
+    # sympos counts in symbol-table order for modules: the first "dup" is the one at +0x40
+    assert (k.find("dup", 1).address, k.find("dup", 1).size) == (text + 0x40, 0x40)
+    assert (k.find("dup", 2).address, k.find("dup", 2).size) == (text + 0x10, 0x10)
+    assert k.find("bar").size == 0x20  # the unnamed symbol at +0x30 does not end it
+    with pytest.raises(UsageError, match="not found"):
+        k.find("undef")
+    plan = build_ranges(PatchSpec([FuncSpec.parse("demo:dup,2")]), inputs)
+    assert (plan.ranges[0].start, plan.ranges[0].object) == (text + 0x10, "demo")

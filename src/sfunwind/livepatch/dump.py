@@ -195,8 +195,7 @@ class DumpInputs:
                     "<IBBHQQ", raw, 24 * i)
                 if shndx == SHN_UNDEF:
                     continue
-                sym = mem.read(strtab + st_name, 128).split(b"\0", 1)[0].decode("utf-8",
-                                                                                 "replace")
+                sym = _read_cstring(mem, strtab + st_name)
                 if not sym or sym.startswith("$"):  # unnamed and mapping symbols are skipped
                     continue
                 entries.append((value, sym))
@@ -204,3 +203,16 @@ class DumpInputs:
             raise UsageError(f"module {name} is loaded but its symbols are not in the dump "
                              f"({exc}); give its functions as --range START-END") from None
         return Kallsyms(entries, end=text_base + text_size, object_name=name)
+
+
+def _read_cstring(mem, address: int, limit: int = 512) -> str:
+    """A NUL-terminated name, read page by page (the page after a short name may be absent
+    from the dump)."""
+    out = b""
+    while len(out) < limit:
+        chunk = min(4096 - (address + len(out)) % 4096, limit - len(out))
+        data = mem.read(address + len(out), chunk)
+        if b"\0" in data:
+            return (out + data.split(b"\0", 1)[0]).decode("utf-8", "replace")
+        out += data
+    raise VmcoreFormatError(f"symbol name at {address:#x} longer than {limit} bytes")
