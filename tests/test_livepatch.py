@@ -412,7 +412,8 @@ def test_module_kallsyms_from_struct_module():
     off = {n: names.index(n.encode() + b"\0") for n in ("$x", "foo", "undef", "dup", "bar")}
     syms = [(0, 0, 0), (off["$x"], 1, text), (off["foo"], 1, text), (off["undef"], 0, 0),
             (off["dup"], 1, text + 0x40), (off["bar"], 1, text + 0x20),
-            (off["dup"], 1, text + 0x10), (0, 1, text + 0x30)]  # last: unnamed
+            (off["dup"], 1, text + 0x10), (0, 1, text + 0x30),  # unnamed
+            (off["bar"] + 1, 2, text + 0x1000)]  # "ar": a data symbol above MOD_TEXT
     table = b"".join(st.pack("<IBBHQQ", n, 0x12, 0, shndx, value, 0) for n, shndx, value in syms)
     module = bytearray(1024)
     st.pack_into("<QQ", module, 8, head, head)
@@ -444,7 +445,9 @@ def test_module_kallsyms_from_struct_module():
     k = inputs.kallsyms("demo")
     assert k.find("foo").size == 0x10  # up to dup at +0x10 ($x and unnamed symbols ignored)
     # sympos counts in symbol-table order for modules: the first "dup" is the one at +0x40
-    assert (k.find("dup", 1).address, k.find("dup", 1).size) == (text + 0x40, 0x40)
+    assert (k.find("dup", 1).address, k.find("dup", 1).size) == (text + 0x40, 0x40)  # to end
+    assert k.find("ar").address == text + 0x1000  # the data symbol is there, and did not
+    # stretch "dup" (the last function of MOD_TEXT) past the end of the module's text
     assert (k.find("dup", 2).address, k.find("dup", 2).size) == (text + 0x10, 0x10)
     assert k.find("bar").size == 0x20  # the unnamed symbol at +0x30 does not end it
     with pytest.raises(UsageError, match="not found"):

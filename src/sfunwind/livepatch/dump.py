@@ -202,7 +202,8 @@ class DumpInputs:
         except MemoryFault as exc:
             raise UsageError(f"module {name} is loaded but its symbols are not in the dump "
                              f"({exc}); give its functions as --range START-END") from None
-        return Kallsyms(entries, end=text_base + text_size, object_name=name)
+        return Kallsyms(entries, end=text_base + text_size, object_name=name,
+                        text=(text_base, text_base + text_size))
 
 
 def _read_cstring(mem, address: int, limit: int = 512) -> str:

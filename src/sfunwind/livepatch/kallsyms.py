@@ -80,12 +80,15 @@ class Kallsyms:
     """Address-sorted kallsyms of one object (vmlinux or one module), at runtime addresses."""
 
     def __init__(self, entries: Iterable[tuple[int, str]], *, end: int,
-                 object_name: str = "vmlinux") -> None:
+                 object_name: str = "vmlinux", text: tuple[int, int] | None = None) -> None:
         """*entries*: (address, name) pairs in the order the kernel enumerates them when it
         counts ``sympos`` (vmlinux: by address; a module: its symbol table order); *end*:
         the address that closes the last symbol (``_end``/``_etext`` for vmlinux, the end of
-        a module's text)."""
+        a module's text).  *text*: a module's ``MOD_TEXT`` ``[base, end)``: a function in it
+        ends at the next symbol or at ``end``, whichever is lower (``find_kallsyms_symbol``),
+        even when a data symbol elsewhere lies higher."""
         given = list(entries)
+        self._text = text
         pairs = sorted(given)
         self.object_name = object_name
         self._addresses = [a for a, _ in pairs]
@@ -104,6 +107,8 @@ class Kallsyms:
         """``kallsyms_lookup_size_offset``'s size for a symbol starting at *address*."""
         j = bisect.bisect_right(self._distinct, address)
         nxt = self._distinct[j] if j < len(self._distinct) else self._end
+        if self._text is not None and self._text[0] <= address < self._text[1]:
+            nxt = min(nxt, self._text[1])
         return max(nxt - address, 0)
 
     def positions(self, name: str) -> list[int]:
