@@ -24,11 +24,7 @@ VMLINUX = FIX / "vmlinux.debug.xz"
 RSITES = Path(__file__).parent / "data" / "unwind" / "linux-7.2.13-cloud-arm64.rsites"
 DUMPS = [("nokaslr", n) for n in ("irq-in-fault", "el1-abort", "softirq-irqstack", "nested-irq",
                                   "hrtimer-plus8", "hrtimer-plus12")] + \
-        [("kaslr", n) for n in ("irq-in-fault", "el1-abort")]
-#: Tasks the fixture README documents as having run between sysrq-t and the dump (so their
-#: sysrq-t trace is stale): the ``sh`` loop (pid 119) in the nokaslr boot, ``rcu_sched`` in
-#: the KASLR boot.
-RAN_BETWEEN = {"nokaslr": {("sh", 119)}, "kaslr": {("rcu_sched", None)}}
+        [(boot, n) for boot in ("kaslr", "va48") for n in ("irq-in-fault", "el1-abort")]
 
 
 @cache
@@ -88,11 +84,16 @@ def test_upstream_reproduces_sysrq_t(boot, name):
             stale.add((task.comm, task.pid))
             continue
         compared += 1
-    allowed = {(c, p) for c, p in RAN_BETWEEN[boot]}
-    # exactly the one task documented to have run in between differs (58 of 59 identical in
-    # each nokaslr dump, 56 of 57 and 58 of 59 in the KASLR ones, as the README says)
-    assert len(stale) == 1 and all((c, p) in allowed or (c, None) in allowed
-                                   for c, p in stale), stale
+    # the few that differ ran between sysrq-t and the dump (the fixture README: the sh loop
+    # in the nokaslr boot, rcu_sched in the KASLR one, sh loops in va48): drgn's trace of the
+    # dump instant differs from sysrq-t's as well
+    ref_drgn = {t["pid"]: t for t in drgn(boot, name)["tasks"] if t.get("frames")}
+    for comm, pid in stale:
+        then = [line.split("/")[0] for line in ref[pid][2]]
+        now = [f"{f['symbol']}+{f['offset']:#x}" for f in ref_drgn[pid]["frames"]
+               if not f["is_inline"]]
+        assert now != then, (comm, pid)
+    assert len(stale) <= 2
     assert compared >= 56
 
 
