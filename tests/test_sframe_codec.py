@@ -664,3 +664,19 @@ def test_cli_dump_compat_modes(tc: str, name: str, flags: list[str], txt: str,
     monkeypatch.chdir(path.parent)  # objdump ran in the fixture's directory
     assert cli_main(["sframe", "dump", *flags, name]) == 0
     assert capsys.readouterr().out == expected
+
+
+def test_tables_of_an_unsorted_section_agree() -> None:
+    """gas output is not sorted: both table builders sort it the same way."""
+    fdes = [SFrameFDE(0x3000 - 0x100 * k, 0x80, fres=[fre(0, 0), fre(4 + k, 16 * (k + 1), -8, -16)])
+            for k in range(12)]
+    s = decode(encode(SFrameSection.build(ABI.AARCH64_LE, fdes, sort=False)))
+    assert [f.start for f in s.fdes] == [0x3000 - 0x100 * k for k in range(12)]
+    t1, t2 = SFrameTable(s), SFrameTable.from_bytes(encode(s))
+    pcs = np.arange(0x2000, 0x3100, dtype=np.uint64)
+    r1, r2 = t1.find_many(pcs), t2.find_many(pcs)
+    assert np.array_equal(r1.found, r2.found) and r1.found.sum() == 12 * 0x80
+    assert np.array_equal(r1.cfa_offset, r2.cfa_offset) and np.array_equal(r1.start, r2.start)
+    assert t1.fde_order.tolist() == list(range(11, -1, -1))
+    row = t1.find(0x3000 - 0x100 * 5 + 9)
+    assert row is not None and row.cfa.offset == 16 * 6 and row.start == 0x3000 - 0x500 + 9
