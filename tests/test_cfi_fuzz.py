@@ -94,3 +94,13 @@ def test_advance_past_function_end_is_refused_not_crashing():
     conv = convert_frame_section(fs, AARCH64)
     assert conv.num_fdes == 0
     assert conv.refusals[0].reason.startswith("CFA program advances past the end")
+
+
+@pytest.mark.parametrize("case", sorted((Path(__file__).parent / "data/cfi/fuzz-regressions")
+                                        .glob("*.bin")), ids=lambda p: p.stem)
+def test_fuzz_regressions(case):
+    """Inputs atheris once crashed on (first byte: mode, see fuzz/cfi_fuzz.py)."""
+    spec = importlib.util.spec_from_file_location("cfi_fuzz", FUZZ)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)  # type: ignore[union-attr]
+    mod.one_input(case.read_bytes())

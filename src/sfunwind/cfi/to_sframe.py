@@ -830,7 +830,8 @@ class _Tables:
             d_pos = d_mask = d_mul = d_op = ()
             n_adv = 0
             f_nadv = [0] * len(rows)
-            f_const = [start for start, _ in rows]
+            # (clamped: a start past 2**62 is past any function, and refused as such later)
+            f_const = [min(start, 1 << 62) for start, _ in rows]
         else:
             d_pos, d_mask, d_mul, d_op, n_adv, _oper, f_nadv = rec
             f_const = [0] * len(rows)
@@ -938,6 +939,11 @@ def convert_frame_section(frames: FrameSection, arch: Arch, *, path: str | None 
             init = (_cie_initial_row(prog, arch, cie.ra_register)
                     if cie.ra_register == arch.ra else None)
             class_info.append((prog, init, cie))
+        if not 0 < cie.code_align <= 0x10000:
+            # Not something gas writes (1 on x86-64, 4 on AArch64); keeps the numpy start
+            # arithmetic within int64.
+            raise CFIFormatError(f"{section}: CIE code alignment factor {cie.code_align} "
+                                 "not supported", offset=cie_off, path=path)
         cie_class[cie_off] = cid
         return cid
 
