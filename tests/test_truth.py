@@ -389,3 +389,21 @@ def test_images_rebuild_byte_identical(sid) -> None:  # type: ignore[no-untyped-
     assert out.returncode == 0, out.stdout + out.stderr
     for b, path in IMAGES.items():
         assert hashlib.sha256(path.read_bytes()).hexdigest() in out.stdout, b
+
+
+def test_stopped_cpu_snapshot_starts_from_regs(tmp_path: Path) -> None:
+    """``truth snapshot --start regs``: a debugger's view of the CPU at inflate+0xc (x30
+    signed by paciasp, not yet stored): the walk starts at (P) and takes the SFrame step
+    with the live registers, stripping x30's PAC."""
+    out = tmp_path / "cpu.json.xz"
+    assert cli_main(["truth", "snapshot", "--start", "regs", "--at", "inflate+0xc",
+                     "-o", str(out)]) == 0
+    snap = load_snapshot(out)
+    assert snap.start == "regs" and snap.registers["x30"] >> 48 != 0xFFFF  # signed
+    tr = trace_snapshot_file(out, Mode.SFRAME)
+    assert tr.reliable and tr.pcs == snap.expected_frames()
+    assert [f.source for f in tr.frames[:2]] == [Source.REGS_PC, Source.REGS_LR]
+    assert tr.frames[1].raw_pc == snap.registers["x30"]
+    assert tr.frames[1].pc == snap.registers["x30"] | KERNEL_PAC_MASK
+    assert names(TruthImage(IMAGES["sibcall"]), tr.pcs) == [
+        "inflate", "zlib_roundtrip", "task_main", "ret_from_fork"]

@@ -66,6 +66,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     where = s.add_mutually_exclusive_group(required=True)
     where.add_argument("--position", type=int, metavar="N", help="instruction N of the timeline")
     where.add_argument("--at", metavar="SYMBOL+OFF", help="first execution of this PC")
+    s.add_argument("--start", choices=("caller", "regs"), default="caller",
+                   help="caller: take the IRQ and stop at the snapshot point (default); "
+                   "regs: the stopped CPU's registers at that instruction, as a debugger "
+                   "would dump them (no IRQ)")
     s.add_argument("--no-pac", action="store_true")
     s.add_argument("-o", "--output", required=True, metavar="FILE")
     s.set_defaults(func=cmd_snapshot)
@@ -145,7 +149,8 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
         if image.point_class(machine.pc) == "entry":
             raise UsageError(f"position {p} is in entry code ({image.format_pc(machine.pc)}): "
                              "exceptions are never taken there")
-        snaps.append(capture_snapshot(machine.interrupt(p), image, pac=not args.no_pac))
+        cap = machine.interrupt(p) if args.start == "caller" else machine.stopped_cpu(p)
+        snaps.append(capture_snapshot(cap, image, pac=not args.no_pac))
 
     _drive(machine, sorted([(w, 2) for w in works] + [(position, 1)]), on_point, finish=False)
     if not snaps:

@@ -162,25 +162,32 @@ def sign_return_addresses(capture: Capture, image: TruthImage, mask: int = KERNE
             address = low + 8 * int(i)
             if address in pc_slots:
                 continue
-            value = int(words[i])
-            pac = (value * 0x9E3779B97F4A7C15 + address + seed) & 0xFF7F000000000000
-            pac |= 1 << 55  # a kernel pointer keeps bit 55
-            words[i] = (value & ~mask & (1 << 64) - 1) | (pac & mask)
+            words[i] = _fake_pac(int(words[i]), address + seed, mask)
         out[name] = (low, words.tobytes())
     return out
+
+
+def _fake_pac(value: int, salt: int, mask: int = KERNEL_PAC_MASK) -> int:
+    """*value* with a deterministic fake PAC in the *mask* bits (bit 55 kept set)."""
+    pac = ((value * 0x9E3779B97F4A7C15 + salt) & 0xFF7F000000000000) | (1 << 55)
+    return (value & ~mask & ((1 << 64) - 1)) | (pac & mask)
 
 
 def capture_snapshot(capture: Capture, image: TruthImage, *, pac: bool = True) -> Snapshot:
     """A :class:`Snapshot` of a capture, with the truth attached."""
     stacks = sign_return_addresses(capture, image) if pac else capture.stacks
+    registers = dict(capture.regs)
+    if pac and capture.start == "regs" and image.is_text(capture.pc) and \
+            image.x30_signed[image.index(capture.pc)]:
+        registers["x30"] = _fake_pac(registers["x30"], 0)
     order = ("task", "irq")
     bounds = [StackBounds(n, stacks[n][0], stacks[n][0] + THREAD_SIZE) for n in order]
     task_low = stacks["task"][0]
     return Snapshot(
-        registers=dict(capture.regs),
+        registers=registers,
         stacks=bounds,
         memory=[(low, data) for low, data in (stacks[n] for n in order)],
-        start="caller",
+        start=capture.start,
         pt_regs=PtRegsOffsets(size=PT_REGS_SIZE, stackframe=S_STACKFRAME),
         final_record=task_low + THREAD_SIZE - PT_REGS_SIZE + S_STACKFRAME,
         pac_mask=KERNEL_PAC_MASK if pac else 0,

@@ -107,10 +107,15 @@ class Capture:
     stacks: dict[str, tuple[int, bytes]]  # name -> (low, bytes of [low, high))
     shadow: list[ShadowEntry]  # innermost first
     nesting: int  # exception markers below the injected IRQ
+    #: "caller": regs are at truth_snapshot_point's entry (the walk starts from its caller);
+    #: "regs": regs are the stopped CPU's at the interrupted pc (no IRQ taken; a debugger's
+    #: view), whose first frame is that pc (P)
+    start: str = "caller"
 
     def expected(self) -> list[int]:
         """The exact return-address chain a correct unwinder reports from the snapshot
-        point's caller: calls innermost first, each exception boundary as its ELR."""
+        point's caller (or from the stopped pc): calls innermost first, each exception
+        boundary as the PC it returns to."""
         return [e.resume if isinstance(e, ExceptionMarker) else e for e in self.shadow]
 
 
@@ -342,6 +347,21 @@ class Machine:
         self._take_exception(self.pc, 0x280, "irq")
         self.pc = self.vectors + 0x280
         self.stats.work_irqs += 1
+
+    def stopped_cpu(self, position: int) -> Capture:
+        """The CPU as a debugger would see it at the current stop: registers at the
+        interrupted pc, both stacks, the truth ``[pc, callers...]``; nothing is run."""
+        uc = self.uc
+        values = [uc.reg_read(r) for r in self._regs]
+        regs = dict(zip(self._reg_names, values, strict=True))
+        stacks = {name: (lo, bytes(uc.mem_read(lo, hi - lo)))
+                  for name, (lo, hi) in self.stacks.items()}
+        here = ExceptionMarker("cpu", self.pc, regs["sp"] + PT_REGS_SIZE)
+        shadow = [here] + [replace(e, hook=None) if isinstance(e, ExceptionMarker) else e
+                           for e in reversed(self.shadow)]
+        nesting = sum(isinstance(e, ExceptionMarker) for e in self.shadow)
+        return Capture(position=position, pc=self.pc, context=self.context(), regs=regs,
+                       stacks=stacks, shadow=shadow, nesting=nesting, start="regs")
 
     def interrupt(self, position: int) -> Capture:
         """Take an IRQ at the current PC, run the entry code and handlers to the snapshot
