@@ -280,3 +280,28 @@ def test_in_use_agrees_with_drgn_on_every_dump(name):
         assert ours == drgn[d.task.task], (d.task.name, ours ^ drgn[d.task.task])
         checked += 1
     assert checked >= 60
+
+
+@pytest.mark.parametrize("dump", ["hrtimer-plus8", "hrtimer-plus12"])
+def test_lr_only_caller_of_the_stopped_cpus(dump):
+    # Both CPUs stopped in hrtimer_interrupt's prologue (+8: before paciasp, +12: x30 signed,
+    # not stored): the caller arch_timer_handler_virt is only in LR.  Only the SFrame step
+    # reports it, as (L) with the PAC stripped; frame records never show it.
+    inputs = DumpInputs.open(FIX / "nokaslr" / f"{dump}.vmcore.xz", VMLINUX)
+    up = by_pid(run(inputs, ["arch_timer_handler_virt"], Mode.UPSTREAM, current=116))
+    sf = by_pid(run(inputs, ["arch_timer_handler_virt"], Mode.SFRAME, current=116))
+    for pid in (116, 309):
+        assert up[pid].shadow_hits == []
+        assert "arch_timer_handler_virt" not in [f.symbol for f in up[pid].trace.frames]
+        hit = sf[pid].shadow_hits[0]
+        assert (hit.index, hit.frame.source) == (1, Source.REGS_LR)
+        assert hit.frame.format() == "arch_timer_handler_virt+0x3c/0x60 (L)"
+        signed = hit.frame.raw_pc is not None and hit.frame.raw_pc != hit.frame.pc
+        assert signed == (dump == "hrtimer-plus12")  # paciasp ran at +8
+    # the task running the transition (current): checked, but its walk later meets
+    # __arch_clear_user (no CFI), so it stays -EINVAL; the report still shows the (L) hit
+    assert up[116].verdict is Verdict.UNRELIABLE and up[116].reasons[0].index == 0
+    assert sf[116].verdict is Verdict.UNRELIABLE
+    assert sf[116].reasons[0].code == "sframe-no-row"
+    assert "arch_timer_handler_virt" in sf[116].why
+    assert sf[309].verdict is Verdict.BUSY

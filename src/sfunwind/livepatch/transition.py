@@ -205,6 +205,8 @@ class TaskDecision:
             text = f"{first.code}: {first.message}" if first else "unreliable"
             if first is not None and first.index is not None:
                 text = f"#{first.index} " + text
+            if self.shadow_hits:
+                text += "; its (unreliable) trace shows " + self.shadow_hits[0].describe()
             return text
         if self.verdict is Verdict.IN_USE:
             assert self.hit is not None
