@@ -9,25 +9,47 @@ from pathlib import Path
 
 DATA = Path(__file__).parent / "data" / "linux-7.2.13-cloud-arm64"
 VMLINUX = DATA / "vmlinux.debug.xz"
+#: The generic arm64 flavour with 16 KiB pages (52-bit VA, LPA2, 4 levels): dumps "16k/NAME".
+DATA16 = Path(__file__).parent / "data" / "linux-7.2.13-arm64-16k"
+VMLINUX16 = DATA16 / "vmlinux.debug.xz"
 DUMPS = [
     "nokaslr/irq-in-fault", "nokaslr/el1-abort", "nokaslr/softirq-irqstack",
     "nokaslr/nested-irq", "nokaslr/hrtimer-plus8", "nokaslr/hrtimer-plus12",
     "kaslr/irq-in-fault", "kaslr/el1-abort",
     "va48/el1-abort", "va48/irq-in-fault",  # -cpu max,lpa2=off: 48-bit VA, 4 levels
+    "16k/el1-abort", "16k/irq-in-fault",  # another build: 16 KiB pages, 52-bit VA, 4 levels
 ]
-BOOTS = ["nokaslr", "kaslr", "va48"]
+BOOTS = ["nokaslr", "kaslr", "va48", "16k"]
 #: Threads per boot (init_task's list with threads, plus the idle task of CPU 1).
-TASK_COUNT = {"nokaslr": 72, "kaslr": 73, "va48": 74}
+TASK_COUNT = {"nokaslr": 72, "kaslr": 73, "va48": 74, "16k": 70}
+
+
+def _where(name: str) -> tuple[Path, str, Path]:
+    """(fixture directory, dump path inside it, vmlinux) of a dump name."""
+    if name.startswith("16k/"):
+        return DATA16, "nokaslr/" + name[4:], VMLINUX16
+    return DATA, name, VMLINUX
+
+
+def vmlinux_for(name: str) -> Path:
+    return _where(name)[2]
+
+
+def boot_dir(boot: str) -> Path:
+    """The directory of a boot's files (sysrq-t.txt, console.log.xz, ...)."""
+    return DATA16 / "nokaslr" if boot == "16k" else DATA / boot
 
 
 def vmcore(name: str) -> Path:
-    return DATA / f"{name}.vmcore.xz"
+    data, rel, _ = _where(name)
+    return data / f"{rel}.vmcore.xz"
 
 
 @functools.cache
 def drgn_reference(name: str) -> dict:
     """drgn 0.3.0's reference output for dump *name* (see the fixture README)."""
-    with lzma.open(DATA / f"{name}.drgn.json.xz") as f:
+    data, rel, _ = _where(name)
+    with lzma.open(data / f"{rel}.drgn.json.xz") as f:
         return json.load(f)
 
 
@@ -35,14 +57,14 @@ def drgn_reference(name: str) -> dict:
 def program(name: str):
     from sfunwind.kernel.program import KernelProgram
 
-    return KernelProgram.open(vmcore(name), VMLINUX)
+    return KernelProgram.open(vmcore(name), vmlinux_for(name))
 
 
 @functools.cache
-def symbols():
+def symbols(vmlinux: Path = VMLINUX):
     from sfunwind.kernel.symbols import Symbolizer
 
-    return Symbolizer.from_vmlinux(VMLINUX)
+    return Symbolizer.from_vmlinux(vmlinux)
 
 
 def hexint(value: str | None) -> int | None:

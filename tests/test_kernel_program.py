@@ -9,7 +9,16 @@ import sys
 
 import pytest
 
-from kernel_fixtures import DUMPS, TASK_COUNT, VMLINUX, drgn_reference, hexint, program, vmcore
+from kernel_fixtures import (
+    DUMPS,
+    TASK_COUNT,
+    VMLINUX,
+    drgn_reference,
+    hexint,
+    program,
+    vmcore,
+    vmlinux_for,
+)
 from sfunwind.errors import MemoryFault, MismatchError, VmcoreFormatError
 from sfunwind.kernel.program import (
     FRAME_META_TYPE_FINAL,
@@ -388,7 +397,7 @@ def test_vmlinux_path_recorded():
 @pytest.mark.parametrize("dump", DUMPS)
 def test_lists_are_consistent(dump):
     """next->prev == node along every list walked (no warning on the real dumps)."""
-    prog = KernelProgram.open(vmcore(dump), VMLINUX)
+    prog = KernelProgram.open(vmcore(dump), vmlinux_for(dump))
     prog.threads()
     assert prog.warnings == []
 

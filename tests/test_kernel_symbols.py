@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 
-from kernel_fixtures import BOOTS, DATA, DUMPS, drgn_reference, program, symbols
+from kernel_fixtures import BOOTS, DUMPS, VMLINUX16, boot_dir, drgn_reference, program, symbols
 from sfunwind.kernel.symbols import Symbolizer
 from sfunwind.memory.base import SparseMemory
 from sfunwind.memory.elfcore import VmcoreInfo
@@ -18,7 +18,7 @@ _FRAME = re.compile(r"\]\s+([A-Za-z0-9_.$]+)\+(0x[0-9a-f]+)/(0x[0-9a-f]+)")
 def _sysrq_frames(boot: str) -> list[tuple[str, int, int]]:
     out = []
     for name in ("sysrq-t.txt", "sysrq-l.txt"):
-        text = (DATA / boot / name).read_text()
+        text = (boot_dir(boot) / name).read_text()
         out += [(m.group(1), int(m.group(2), 16), int(m.group(3), 16))
                 for m in _FRAME.finditer(text)]
     return out
@@ -28,7 +28,7 @@ def _sysrq_frames(boot: str) -> list[tuple[str, int, int]]:
 def test_every_sysrq_frame_matches_kallsyms(boot):
     """Every ``name+off/size`` the kernel printed in sysrq-t and sysrq-l: our lookup of the
     same address gives the same name and the same kallsyms size (not the ELF st_size)."""
-    sym = symbols()
+    sym = symbols(VMLINUX16) if boot == "16k" else symbols()
     frames = _sysrq_frames(boot)
     assert len(frames) > 500
     differs_from_elf = 0

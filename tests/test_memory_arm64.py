@@ -18,6 +18,8 @@ from sfunwind.memory.elfcore import ElfCore
     # a 52-bit kernel on a CPU without LPA2: 48-bit VA, 4 levels, and memstart_addr lowered
     # so that the linear map arithmetic with the configured PAGE_OFFSET still holds
     ("va48/el1-abort", (48, 4, False, 4096)),
+    # the generic 16 KiB-page build: 52-bit VA with LPA2 in 4 levels (top level: VA[51:47])
+    ("16k/irq-in-fault", (52, 4, True, 16384)),
 ])
 def test_page_walk_agrees_with_linear_and_image_arithmetic(dump, geometry):
     prog = program(dump)

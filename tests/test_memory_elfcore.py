@@ -21,7 +21,8 @@ def test_prstatus_and_vmcoreinfo(dump):
         assert pr.pr_pid == cpu["prstatus_pr_pid"] == pr.cpu + 1  # QEMU: vCPU index + 1
         assert pr.as_dict() == {k: int(v, 16) for k, v in cpu["prstatus"].items()}
     info = core.vmcoreinfo
-    assert info.page_size == 4096 and info.number("VA_BITS") == 52  # the configured size
+    assert info.page_size == (16384 if dump.startswith("16k") else 4096)
+    assert info.number("VA_BITS") == 52  # the configured size
     assert info.va_bits == (48 if dump.startswith("va48") else 52)  # what the CPU runs
     assert info.number("kimage_voffset") == int(ref["vmcoreinfo"]["NUMBER(kimage_voffset)"], 16)
     assert info.kernel_offset == int(ref["kaslr_offset"], 16)
