@@ -220,6 +220,19 @@ def test_pac_signed_return_addresses_are_stripped(sib: TruthImage, caps) -> None
     assert unwind(ctx, task, start, Mode.SFRAME).pcs != cap.expected()
 
 
+#: The only points with SFrame rows where sframe mode may be (exact but) unreliable, with
+#: the reason (see test_call_on_irq_stack_at_every_instruction):
+#: * call_on_irq_stack+0xc: v6 3/9's CFI still says CFA = SP+0 after the pre-indexed
+#:   ``stp x29, x30, [sp, #-16]!`` (the real CFA is SP+16); the unwinder's frame-shape check
+#:   sees the caller's record 16 bytes off and refuses to call the trace reliable;
+#: * +0x1c..+0x28 with the IRQ stack above the task stack: FP-based CFA with x29 (task
+#:   stack) below regs->sp (IRQ stack), which the sframe step rejects.
+_SHAPE = re.compile(r"call_on_irq_stack\+0xc \[asm-cfi, irq\]: unreliable frame-shape$")
+_FP_BELOW_SP = re.compile(r"call_on_irq_stack\+0x(1c|20|24|28) \[asm-cfi, irq\]: "
+                          r"unreliable sframe-fp-below-sp$")
+KNOWN_WINDOWS = {"above": (_SHAPE, _FP_BELOW_SP), "below": (_SHAPE,)}
+
+
 def check_targets(doc: dict) -> None:  # type: ignore[type-arg]
     """The issue's targets on one run's JSON summary."""
     assert doc["result_ok"] and doc["pc_mismatches"] == 0
@@ -233,10 +246,8 @@ def check_targets(doc: dict) -> None:  # type: ignore[type-arg]
     assert t["with_rows"] > 1000
     # the one known exception: call_on_irq_stack between the switch to the IRQ stack and the
     # switch back, when the IRQ stack lies above the task stack (test_call_on_irq_stack_...)
-    window = re.compile(r"call_on_irq_stack\+0x(1c|20|24|28) \[asm-cfi, irq\]: "
-                        r"unreliable sframe-fp-below-sp$")
     for key in t["with_rows_failures"]:
-        assert doc["irq_stack"] == "above" and window.match(key), key
+        assert any(w.match(key) for w in KNOWN_WINDOWS[doc["irq_stack"]]), key
     assert t["with_rows_exact_reliable"] + sum(t["with_rows_failures"].values()) == \
         t["with_rows"]
     assert t["without_rows"] > 0
@@ -269,13 +280,15 @@ def test_cli_run_meets_the_targets_without_sibling_calls() -> None:
 
 
 @pytest.mark.parametrize("placement", ["above", "below"])
-def test_call_on_irq_stack_at_every_instruction(sib: TruthImage, placement: str) -> None:
+def test_call_on_irq_stack_at_every_instruction(sib: TruthImage, sib_ref, placement: str) -> None:  # type: ignore[no-untyped-def]
     """Nested IRQs at every instruction of call_on_irq_stack (its first three executions,
     all inside a work IRQ).  Between ``add sp, x16, #IRQ_STACK_SIZE`` and ``mov sp, x29``
     the CFA is FP-based with x29 on the task stack and SP on the IRQ stack: the sframe
     step's ``fp >= regs->sp`` rule holds only when the IRQ stack lies below the task stack;
-    otherwise the trace is still exact (FP fallback) but must be, and is, unreliable."""
-    ref = reference(sib, irq_stack=placement)
+    otherwise the trace is still exact (FP fallback) but must be, and is, unreliable.  At
+    +0xc v6's CFI is 16 bytes off (KNOWN_WINDOWS): exact, and unreliable if the unwinder
+    checks frame placement."""
+    ref = sib_ref  # where the IRQ stack lies does not change the timeline
     sym = sib.symbol("call_on_irq_stack")
     positions = set()
     for address in range(sym.address, sym.address + sym.size, 4):
@@ -296,9 +309,11 @@ def test_call_on_irq_stack_at_every_instruction(sib: TruthImage, placement: str)
            on_point, finish=False)
     assert len(seen) == len(positions) == 3 * (sym.size // 4)
     for offset, res in seen:
-        assert res.exact
+        assert res.exact  # the FP fallback gets every frame right; the verdict differs
         if placement == "above" and 0x1c <= offset <= 0x28:
             assert not res.reliable and res.reasons == ("sframe-fp-below-sp",)
+        elif offset == 0xc and not res.reliable:
+            assert res.reasons == ("frame-shape",)  # v6's CFA = SP+0 after the stp
         else:
             assert res.reliable, (hex(offset), res.reasons)
 
