@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import array
 import bisect
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -400,7 +401,6 @@ class SFrameTable:
             self.fre_abs_start = np.zeros(0, dtype=_U64)
             self.fre_abs_end = np.zeros(0, dtype=_U64)
         self._scalar_ready = False
-        self._row_cache: dict[int, UnwindRow | None] = {}
 
     def _resolve_rules(self, version: int, abi: ABI, fixed_fp: int, fixed_ra: int,
                        base_sp: np.ndarray, ws: np.ndarray, wu: np.ndarray,
@@ -585,34 +585,50 @@ class SFrameTable:
         layout the format does not allow)."""
         if not self._scalar_ready:
             self._prepare_scalar()
-        abs_starts = self._abs_starts_list
-        if abs_starts is not None:
-            x = pc - self._abs_base
-            if x < 0 or x >= self._abs_span:
+        return self._find(pc)
+
+    def _general_find(self, pc: int) -> UnwindRow | None:
+        hit = self._find_row(pc)
+        if hit is None:
+            return None
+        i, r = hit
+        if self._pcmask_list[i]:
+            return self._make_row(r, pc)
+        return self._row_of(r)
+
+    def _fast_finder(self):  # type: ignore[no-untyped-def]
+        """``find`` for regular tables as a closure: every table it reads is a local.
+
+        Rows of PCMASK FDEs have the end 0 in ``ends`` so that one comparison sends them,
+        and only them (and any true miss), off the fast path."""
+        base = self._abs_base
+        span = self._abs_span
+        shift = self._abs_shift
+        buckets = self._abs_buckets
+        starts = self._abs_starts_list
+        ends = _int_array(np.where(self.fde_pcmask[self.fre_fde], _U64(0), self.fre_abs_end),
+                          "Q")
+        general = self._general_find
+        row_of = self._row_of
+        bisect_right = bisect.bisect_right
+
+        def find(pc: int) -> UnwindRow | None:
+            x = pc - base
+            if x < 0 or x >= span:
                 return None
-            k = x >> self._abs_shift
-            buckets = self._abs_buckets
-            r = bisect.bisect_right(abs_starts, x, buckets[k], buckets[k + 1] + 1) - 1
-            if self._fre_pcmask[r]:
-                hit = self._find_row(pc)
-                return None if hit is None else self._make_row(hit[1], pc)
-            if pc >= self._lists_abs_end[r]:
-                return None
-        else:
-            hit = self._find_row(pc)
-            if hit is None:
-                return None
-            i, r = hit
-            if self._pcmask_list[i]:
-                return self._make_row(r, pc)
-        cache = self._row_cache
-        row = cache.get(r)
-        if row is None:
-            row = self._make_row(r, pc)
-            if len(cache) >= _ROW_CACHE_SIZE:
-                cache.clear()
-            cache[r] = row
-        return row
+            k = x >> shift
+            r = bisect_right(starts, x, buckets[k], buckets[k + 1] + 1) - 1
+            end = ends[r]
+            if pc >= end:
+                return general(pc) if end == 0 else None
+            return row_of(r)
+
+        return find
+
+    def clear_cache(self) -> None:
+        """Forget the rows built so far (the last 65536 are kept for repeated lookups)."""
+        if self._scalar_ready:
+            self._row_of.cache_clear()
 
     def find_index(self, pc: int) -> tuple[int, int] | None:
         """``(sorted FDE index, flat FRE row)`` for ``pc``, or None."""
@@ -677,6 +693,11 @@ class SFrameTable:
         self._abs_start_arr = _int_array(self.fre_abs_start, "Q")
         self._fre_pcmask = _int_array(self.fde_pcmask[self.fre_fde]) if n else array.array("q")
         self._prepare_signatures()
+        # Rows are immutable: an LRU (in C) of recent ones serves repeated lookups.
+        self._row_of = functools.lru_cache(maxsize=_ROW_CACHE_SIZE)(
+            functools.partial(self._make_row, pc=None))
+        self._find = self._fast_finder() if self._abs_starts_list is not None \
+            else self._general_find
         self._scalar_ready = True
 
     def _prepare_signatures(self) -> None:
