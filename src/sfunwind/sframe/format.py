@@ -239,8 +239,14 @@ class SFrameFRE:
     def cfa_base_is_sp(self) -> bool:
         return int(self.base_reg) == BaseReg.SP
 
-    def size(self, address_width: int) -> int:
-        ws = self.word_size or 1
+    def size(self, address_width: int, flex: bool = False) -> int:
+        """Encoded size in bytes (the word size gas would pick when ``word_size`` is None)."""
+        ws = self.word_size
+        if ws is None:
+            try:
+                ws = auto_word_size(self.words, flex) if self.words else 1
+            except ValueError:  # does not fit any size: encode() will refuse it
+                ws = 4
         return address_width + 1 + len(self.words) * ws
 
     def info_byte(self, word_size: int, flex: bool = False) -> int:

@@ -133,7 +133,7 @@ def validate(section: SFrameSection, *, kernel: bool = False,
         if fde.fre_offset is None:
             continue
         width = fde.fre_address_width or fde.auto_address_width()
-        size = sum(width + 1 + len(f.words) * (f.word_size or 1) for f in fde.fres)
+        size = sum(f.size(width, fde.is_flex) for f in fde.fres)
         if ver == VERSION_3:
             size += V3_ATTR_SIZE
         spans.append((fde.fre_offset, fde.fre_offset + size, i))
