@@ -177,3 +177,17 @@ def test_bad_vmcoreinfo_is_typed(tmp_path):
     core = _core_file(tmp_path / "d", "PAGESIZE=4096\nNUMBER(TCR_EL1_T1SZ)=16\n", [])
     with pytest.raises(VmcoreFormatError, match="kimage_voffset"):
         Arm64Translation(core.vmcoreinfo)
+
+
+def test_freed_init_text_is_not_translated_by_arithmetic():
+    """free_initmem() unmaps [__init_begin, __init_end) from the image mapping: a read there
+    must go through the page tables (and fault), not land on whatever reuses the pages."""
+    prog = program("nokaslr/el1-abort")
+    start = prog.symbol("start_kernel")  # .init.text
+    assert prog.symbol("__init_begin") <= start < prog.symbol("__init_end")
+    with pytest.raises(MemoryFault) as fault:
+        prog.memory.read(start, 4)
+    assert "not mapped" in str(fault.value) or "translation table" in str(fault.value)
+    # the rest of the image still uses the kimage_voffset arithmetic
+    assert prog.memory.translate(prog.symbol("init_task")) == \
+        prog.symbol("init_task") - prog.memory.tr.kimage_voffset

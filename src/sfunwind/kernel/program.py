@@ -522,9 +522,11 @@ class KernelProgram:
             self._check_match()
         translation = Arm64Translation(self.vmcoreinfo)
         image = (symbols.get("_text"), symbols.get("_end"))
+        init = (symbols.get("__init_begin"), symbols.get("__init_end"))
         self.memory = KernelAddressSpace(
             core, translation,
-            image_range=(image[0], image[1]) if None not in image else None)
+            image_range=(image[0], image[1]) if None not in image else None,
+            image_holes=[(init[0], init[1])] if None not in init else None)
         self.pac_mask = translation.pac_mask
         self.layout = KernelLayout.from_types(types, self._thread_size(), symbols)
         self._tasks_cache: dict[int, Task] = {}

@@ -110,13 +110,17 @@ class KernelAddressSpace(AddressSpace):
     """
 
     def __init__(self, core: ElfCore, translation: Arm64Translation | None = None, *,
-                 image_range: tuple[int, int] | None = None) -> None:
+                 image_range: tuple[int, int] | None = None,
+                 image_holes: list[tuple[int, int]] | None = None) -> None:
         self.core = core
         self.tr = translation or Arm64Translation(core.vmcoreinfo)
         self.page_size = self.tr.page_size
         self._page_mask = self.page_size - 1
         self._tlb: dict[int, int] = {}
         self.image_range = image_range
+        #: Parts of the image the kernel unmapped (``free_initmem()`` vunmaps
+        #: ``[__init_begin, __init_end)``): translated by the page tables, never by arithmetic.
+        self.image_holes = list(image_holes or [])
         self.walks = 0  # page-table walks done (statistics for tests/benchmarks)
 
     @property
@@ -147,7 +151,8 @@ class KernelAddressSpace(AddressSpace):
 
     def _translate_page(self, va: int) -> int:
         tr = self.tr
-        if self.image_range is not None and self.image_range[0] <= va < self.image_range[1]:
+        if self.image_range is not None and self.image_range[0] <= va < self.image_range[1] \
+                and not any(lo <= va < hi for lo, hi in self.image_holes):
             return (va - tr.kimage_voffset) & MASK64
         if tr.is_linear(va):
             return tr.linear_to_phys(va)
