@@ -288,7 +288,8 @@ def test_call_on_irq_stack_at_every_instruction(sib: TruthImage, sib_ref, placem
     otherwise the trace is still exact (FP fallback) but must be, and is, unreliable.  At
     +0xc v6's CFI is 16 bytes off (KNOWN_WINDOWS): exact, and unreliable if the unwinder
     checks frame placement."""
-    ref = sib_ref  # where the IRQ stack lies does not change the timeline
+    # ret_from_fork keeps a preset irq_stack_ptr: the "below" timeline is 3 insns shorter
+    ref = sib_ref if placement == "above" else reference(sib, irq_stack=placement)
     sym = sib.symbol("call_on_irq_stack")
     positions = set()
     for address in range(sym.address, sym.address + sym.size, 4):

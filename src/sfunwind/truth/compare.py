@@ -272,7 +272,8 @@ class Summary:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "image": self.image, "irq_stack": self.irq_stack, "points": self.points, "instructions": self.instructions,
+            "image": self.image, "irq_stack": self.irq_stack, "points": self.points,
+            "instructions": self.instructions,
             "result_ok": self.result_ok, "pc_mismatches": self.pc_mismatches,
             "harness_seconds": round(self.harness_seconds, 3),
             "unwind_seconds": round(self.unwind_seconds, 3), "unwinds": self.unwinds,
@@ -315,7 +316,7 @@ def run(image_path: str | Path, *, stride: int | None = 100, sample: int | None 
     from sfunwind.truth.snapshot import _image_and_table
 
     _img, table = _image_and_table(image.path, None, None)
-    machine = Machine(image)
+    machine = Machine(image, irq_stack=irq_stack)
     # at a shared position the point comes first (kind 1 sorts before the work IRQ's 2)
     events = sorted([(w, 2) for w in ref.work_positions] + [(p, 1) for p in positions])
     unwind_time = 0.0
@@ -373,6 +374,10 @@ def run(image_path: str | Path, *, stride: int | None = 100, sample: int | None 
 
     _drive(machine, events, on_point)
     total = time.perf_counter() - t0
+    if summary.pc_mismatches:
+        raise HarnessError(f"{image_path}: at {summary.pc_mismatches} planned positions the pc "
+                           "differed from the reference run's: the timeline is not "
+                           "deterministic (a harness bug)")
     summary.result_ok = machine.done and machine.result() == ref.result
     if machine.done and machine.failures():
         raise HarnessError(f"{image_path}: {machine.failures()} workload round trips failed")
