@@ -97,7 +97,10 @@ def timed(fn, *args, repeat: int) -> tuple[float, int]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--dump", default="kaslr/irq-in-fault")
+    ap.add_argument("--dump", default="kaslr/irq-in-fault",
+                    choices=sorted(str(p.relative_to(DATA))[:-len(".vmcore.xz")]
+                                   for p in DATA.glob("*/*.vmcore.xz")),
+                    help="a dump of the linux-7.2.13-cloud-arm64 fixtures")
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
