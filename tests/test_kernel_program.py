@@ -433,3 +433,16 @@ def test_frame_meta_types():
     assert program("kaslr/el1-abort").types._string_offset("FRAME_META_TYPE_FINAL") is None
     assert (lay.meta_final, lay.meta_pt_regs) == (1, 2)
     assert lay.frame_meta_types["FRAME_META_TYPE_NONE"] == 0
+
+
+@pytest.mark.parametrize("dump", ["nokaslr/el1-abort", "kaslr/irq-in-fault", "16k/el1-abort"])
+def test_kernel_text_after_boot(dump):
+    """The dumps were taken long after boot (system_state == SYSTEM_RUNNING): init text no
+    longer counts as kernel text, .text does."""
+    prog = program(dump)
+    assert prog.system_state == prog.types.enum("enum system_states")["SYSTEM_RUNNING"]
+    assert prog.init_text_freed
+    assert prog.is_kernel_text(prog.symbol("schedule"))
+    assert prog.symbols.is_kernel_text(prog.symbol("start_kernel"))  # the static range
+    assert not prog.is_kernel_text(prog.symbol("start_kernel"))  # ... freed at runtime
+    assert not prog.is_kernel_text(prog.symbol("init_task"))

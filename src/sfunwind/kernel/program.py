@@ -896,6 +896,44 @@ class KernelProgram:
                 out.append((name, a, b))
         return out
 
+    @cached_property
+    def system_state(self) -> int | None:
+        """``system_state`` (``enum system_states``: 3 = SYSTEM_RUNNING), or None when the
+        dump lacks it."""
+        addr = self.symbols.get("system_state")
+        if addr is None:
+            return None
+        try:
+            return self.memory.read_u32(addr)
+        except MemoryFault:
+            return None
+
+    @cached_property
+    def init_text_freed(self) -> bool:
+        """``system_state >= SYSTEM_FREEING_INITMEM``: ``.init.text`` is gone (the kernel's
+        ``kernel_text_address()`` stops accepting it; its pages are unmapped and reused).
+        Unknown state counts as freed, the conservative answer for a running system."""
+        state = self.system_state
+        if state is None:
+            return True
+        try:
+            freeing = self.types.enum("enum system_states")["SYSTEM_FREEING_INITMEM"]
+        except KeyError:
+            freeing = 2  # include/linux/kernel.h, stable since v4.13
+        return state >= freeing
+
+    def is_kernel_text(self, address: int) -> bool:
+        """The kernel's ``kernel_text_address()`` for the image: ``[_stext, _etext)``, plus
+        ``[_sinittext, _einittext)`` while init memory was not yet freed.  (Module, BPF and
+        ftrace trampoline text are not modelled: such addresses answer False.)"""
+        if not self.symbols.is_kernel_text(address):
+            return False
+        if self.init_text_freed:
+            lo, hi = self.symbols.get("_sinittext"), self.symbols.get("_einittext")
+            if lo is not None and hi is not None and lo <= address < hi:
+                return False
+        return True
+
     @property
     def return_to_handler(self) -> int | None:
         """The function-graph return trampoline (CONFIG_FUNCTION_GRAPH_TRACER)."""
