@@ -244,10 +244,6 @@ class KernelLayout:
              "struct frame_record", "struct frame_record_meta", "enum kunwind_source")
 
     @classmethod
-    def from_btf(cls, btf: BTF, thread_size: int) -> KernelLayout:
-        return cls.from_types(btf, thread_size)
-
-    @classmethod
     def from_types(cls, btf, thread_size: int,
                    symbols: Symbolizer | None = None) -> KernelLayout:
         """From any type source with ``member``/``offsetof``/``size_of``/``enum``/
