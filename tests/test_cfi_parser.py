@@ -325,3 +325,26 @@ def test_complex_expressions_are_unrepresentable():
     from sfunwind.cfi.to_sframe import convert_frame_section
 
     assert convert_frame_section(fs, AARCH64).refusals[0].reason == ".cfi_escape with op (0xf)"
+
+
+def test_compressed_debug_frame(vmlinux_debug, tmp_path):
+    """SHF_COMPRESSED .debug_frame (zlib, as objcopy --compress-debug-sections writes it)."""
+    import zlib
+
+    from sfunwind.cfi.elfwrite import add_section
+    from sfunwind.errors import MissingToolError
+
+    plain = load_elf_cfi(vmlinux_debug).raw[".debug_frame"]
+    for ch_type, payload in ((1, zlib.compress(plain)), (2, b"\x28\xb5\x2f\xfd" + bytes(8))):
+        chdr = struct.pack("<IIQQ", ch_type, 0, len(plain), 8)
+        out = tmp_path / f"vmlinux.{ch_type}"
+        add_section(vmlinux_debug, out, chdr + payload, 0, name=".debug_frame", sh_type=1,
+                    flags=0x800)
+        if ch_type == 1:
+            assert load_elf_cfi(out).raw[".debug_frame"] == plain
+        else:
+            try:
+                import zstandard  # noqa: F401
+            except ModuleNotFoundError:
+                with pytest.raises(MissingToolError, match="zstandard"):
+                    load_elf_cfi(out)

@@ -12,6 +12,7 @@ pyelftools is used for the ELF structure (headers, symbols, relocations): those 
 from __future__ import annotations
 
 import struct
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from elftools.elf.relocation import RelocationSection
 
 from sfunwind.cfi.arch import EM_AARCH64, EM_X86_64, Arch, arch_for_elf
 from sfunwind.cfi.parser import FrameSection, parse_eh_frame_hdr, parse_frame_section
-from sfunwind.errors import CFIFormatError, ElfFormatError, UsageError
+from sfunwind.errors import CFIFormatError, ElfFormatError, MissingToolError, UsageError
 
 #: Start of the synthetic layout of a ``.o`` (non-zero so PC-relative values are visible).
 OBJECT_LAYOUT_BASE = 0x10000
@@ -141,7 +142,7 @@ def load_elf_cfi(path: str | Path) -> ElfCFI:
             out = ElfCFI(path, arch, relocatable, _build_id(elf), sections)
             for i, sec in enumerate(elf.iter_sections()):
                 if sec.name in _WANTED and sec["sh_type"] != "SHT_NOBITS":
-                    out.raw[sec.name] = bytes(sec.data())
+                    out.raw[sec.name] = _section_bytes(f, sec, arch, path)
                     out.addresses[sec.name] = addresses[i]
             if relocatable:
                 _apply_relocations(elf, out, addresses, arch)
@@ -150,6 +151,47 @@ def load_elf_cfi(path: str | Path) -> ElfCFI:
     except OSError as exc:
         raise UsageError(f"{path}: {exc.strerror or exc}") from None
     return out
+
+
+SHF_COMPRESSED = 0x800
+ELFCOMPRESS_ZLIB = 1
+ELFCOMPRESS_ZSTD = 2
+
+
+def _section_bytes(f, sec, arch: Arch, path: str) -> bytes:
+    """A section's contents, decompressed when SHF_COMPRESSED (zlib; zstd if the
+    ``zstandard`` package is installed) — pyelftools handles only zlib."""
+    if not sec["sh_flags"] & SHF_COMPRESSED:
+        return bytes(sec.data())
+    f.seek(sec["sh_offset"])
+    raw = f.read(sec["sh_size"])
+    e = ">" if arch.big_endian else "<"
+    if len(raw) < 24:
+        raise ElfFormatError(f"{sec.name}: compressed section shorter than its header",
+                             path=path, offset=sec["sh_offset"])
+    ch_type, _reserved, ch_size = struct.unpack_from(e + "IIQ", raw, 0)
+    payload = raw[24:]
+    try:
+        if ch_type == ELFCOMPRESS_ZLIB:
+            data = zlib.decompress(payload)
+        elif ch_type == ELFCOMPRESS_ZSTD:
+            try:
+                import zstandard
+            except ModuleNotFoundError:
+                raise MissingToolError(f"{path}: {sec.name} is zstd-compressed: install the "
+                                       "'zstandard' package (or decompress it with "
+                                       "objcopy --decompress-debug-sections)") from None
+            data = zstandard.ZstdDecompressor().decompress(payload, max_output_size=ch_size)
+        else:
+            raise ElfFormatError(f"{sec.name}: unknown compression type {ch_type}", path=path,
+                                 offset=sec["sh_offset"])
+    except zlib.error as exc:
+        raise ElfFormatError(f"{sec.name}: corrupt compressed data ({exc})", path=path,
+                             offset=sec["sh_offset"]) from None
+    if len(data) != ch_size:
+        raise ElfFormatError(f"{sec.name}: decompressed to {len(data)} bytes, header says "
+                             f"{ch_size}", path=path, offset=sec["sh_offset"])
+    return data
 
 
 def _machine_number(name: str) -> int:
