@@ -446,3 +446,34 @@ def test_kernel_text_after_boot(dump):
     assert prog.symbols.is_kernel_text(prog.symbol("start_kernel"))  # the static range
     assert not prog.is_kernel_text(prog.symbol("start_kernel"))  # ... freed at runtime
     assert not prog.is_kernel_text(prog.symbol("init_task"))
+
+
+def test_missing_symbol_and_type_are_typed_errors():
+    from sfunwind.errors import SfunwindError
+    from sfunwind.kernel.program import KernelLayout, MissingKernelData
+
+    prog = program("nokaslr/el1-abort")
+    with pytest.raises(MissingKernelData) as err:
+        prog.symbol("no_such_symbol_xyz")
+    assert isinstance(err.value, KeyError) and isinstance(err.value, SfunwindError)
+    assert str(err.value).endswith("no symbol 'no_such_symbol_xyz'")
+    assert err.value.exit_code == 3
+
+    class NoTasks:  # a type source without struct task_struct
+        def __getattr__(self, name):
+            return getattr(prog.types, name)
+
+        def offsetof(self, type_name, path):
+            if type_name == "struct task_struct":
+                raise KeyError(f"{type_name} has no member {path!r}")
+            return prog.types.offsetof(type_name, path)
+
+        def member(self, type_name, path):
+            if type_name == "struct task_struct":
+                raise KeyError(f"{type_name} has no member {path!r}")
+            return prog.types.member(type_name, path)
+
+    with pytest.raises(KeyError):
+        KernelLayout.from_types(NoTasks(), 16384)
+    with pytest.raises(MissingKernelData, match="task_struct"):
+        KernelProgram(prog.core, prog.symbols, NoTasks())

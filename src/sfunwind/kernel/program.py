@@ -28,7 +28,13 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from sfunwind.errors import MemoryFault, MismatchError, UsageError, VmcoreFormatError
+from sfunwind.errors import (
+    FormatError,
+    MemoryFault,
+    MismatchError,
+    UsageError,
+    VmcoreFormatError,
+)
 from sfunwind.kernel.btf import BTF
 from sfunwind.kernel.symbols import Symbolizer
 from sfunwind.memory.arm64 import Arm64Translation, KernelAddressSpace
@@ -59,6 +65,18 @@ OVERFLOW_STACK_SIZE_DEFAULT = 4096
 #: Bounds for walking kernel lists (a corrupt list must not loop forever).
 MAX_TASKS = 1 << 20
 MAX_CPUS = 1 << 13
+
+
+class MissingKernelData(FormatError, KeyError):
+    """A symbol, type or member the kernel model needs is not in the vmlinux (or dump).
+
+    Also a :class:`KeyError`, so ``prog.symbol(name)`` can be probed with ``except KeyError``.
+    """
+
+    kind = "vmlinux"
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return self.message
 
 
 def clear_caches() -> None:
@@ -524,7 +542,12 @@ class KernelProgram:
             image_range=(image[0], image[1]) if None not in image else None,
             image_holes=[(init[0], init[1])] if None not in init else None)
         self.pac_mask = translation.pac_mask
-        self.layout = KernelLayout.from_types(types, self._thread_size(), symbols)
+        try:
+            self.layout = KernelLayout.from_types(types, self._thread_size(), symbols)
+        except KeyError as exc:
+            raise MissingKernelData(f"the type information lacks what the task model needs: "
+                                    f"{exc.args[0] if exc.args else exc}",
+                                    path=self.symbols.source or None) from None
         self._tasks_cache: dict[int, Task] = {}
         self._cpus: list[Cpu] | None = None
         self._cpu_map: dict[int, Cpu] | None = None
@@ -625,8 +648,13 @@ class KernelProgram:
 
     # -- symbols and per-cpu data ----------------------------------------------------------
     def symbol(self, name: str) -> int:
-        """Runtime address of a kernel symbol (KeyError when absent)."""
-        return self.symbols.address_of(name)
+        """Runtime address of a kernel symbol (:class:`MissingKernelData`, a KeyError, when
+        absent)."""
+        try:
+            return self.symbols.address_of(name)
+        except KeyError:
+            raise MissingKernelData(f"no symbol {name!r}",
+                                    path=self.symbols.source or None) from None
 
     def read_u64(self, address: int) -> int:
         return self.memory.read_u64(address)
