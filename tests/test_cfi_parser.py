@@ -348,3 +348,17 @@ def test_compressed_debug_frame(vmlinux_debug, tmp_path):
             except ModuleNotFoundError:
                 with pytest.raises(MissingToolError, match="zstandard"):
                     load_elf_cfi(out)
+
+
+@pytest.mark.parametrize("binary", [b for b in HOST_BINARIES[:1] if b.exists()],
+                         ids=lambda p: p.name)
+def test_eh_frame_found_through_pt_gnu_eh_frame_without_section_headers(binary, tmp_path):
+    raw = bytearray(binary.read_bytes())
+    struct.pack_into("<Q", raw, 0x28, 0)  # e_shoff
+    struct.pack_into("<HHH", raw, 0x3A, 64, 0, 0)  # e_shentsize, e_shnum, e_shstrndx
+    stripped = tmp_path / "stripped"
+    stripped.write_bytes(bytes(raw))
+    full = load_elf_cfi(binary).frames(".eh_frame")
+    got = load_elf_cfi(stripped).frames(".eh_frame")
+    assert got.fde_pc_begin == full.fde_pc_begin and got.fde_pc_range == full.fde_pc_range
+    assert len(got) > 10

@@ -146,11 +146,45 @@ def load_elf_cfi(path: str | Path) -> ElfCFI:
                     out.addresses[sec.name] = addresses[i]
             if relocatable:
                 _apply_relocations(elf, out, addresses, arch)
+            elif ".eh_frame" not in out.raw:
+                _eh_frame_from_segments(elf, out)
     except ELFError as exc:
         raise ElfFormatError(str(exc), path=path) from None
     except OSError as exc:
         raise UsageError(f"{path}: {exc.strerror or exc}") from None
     return out
+
+
+def _eh_frame_from_segments(elf: ELFFile, out: ElfCFI) -> None:
+    """Section headers stripped: find ``.eh_frame_hdr`` by ``PT_GNU_EH_FRAME`` and
+    ``.eh_frame`` by the header's ``eh_frame_ptr``; the section runs to its zero terminator
+    inside the ``PT_LOAD`` segment that holds it."""
+    hdr_seg = next((seg for seg in elf.iter_segments() if seg["p_type"] == "PT_GNU_EH_FRAME"),
+                   None)
+    if hdr_seg is None:
+        return
+    hdr_data = bytes(hdr_seg.data())
+    hdr = parse_eh_frame_hdr(hdr_data, address=hdr_seg["p_vaddr"],
+                             address_size=out.arch.address_size,
+                             big_endian=out.arch.big_endian, path=out.path)
+    ptr = hdr.eh_frame_ptr
+    if ptr is None:
+        return
+    for seg in elf.iter_segments():
+        if seg["p_type"] == "PT_LOAD" and seg["p_vaddr"] <= ptr < seg["p_vaddr"] + seg["p_filesz"]:
+            data = bytes(seg.data())[ptr - seg["p_vaddr"]:]
+            out.raw[".eh_frame_hdr"] = hdr_data
+            out.addresses[".eh_frame_hdr"] = hdr_seg["p_vaddr"]
+            out.raw[".eh_frame"] = data
+            out.addresses[".eh_frame"] = ptr
+            if not out.sections:
+                out.sections = [SectionInfo(f"PT_LOAD[{i}]", i, sg["p_vaddr"], sg["p_memsz"],
+                                            True, bool(sg["p_flags"] & 1))
+                                for i, sg in enumerate(elf.iter_segments())
+                                if sg["p_type"] == "PT_LOAD"]
+            return
+    raise CFIFormatError(f".eh_frame_hdr points at {ptr:#x}, outside every PT_LOAD segment",
+                         path=out.path)
 
 
 SHF_COMPRESSED = 0x800
