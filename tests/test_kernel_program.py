@@ -477,3 +477,37 @@ def test_missing_symbol_and_type_are_typed_errors():
         KernelLayout.from_types(NoTasks(), 16384)
     with pytest.raises(MissingKernelData, match="task_struct"):
         KernelProgram(prog.core, prog.symbols, NoTasks())
+
+
+def test_corrupt_vmlinux_is_a_typed_error(tmp_path):
+    """Truncated or bit-flipped section headers of the vmlinux: a typed error (or, when a
+    flip hits nothing used, a correct task list), never a traceback."""
+    import random
+    import struct as _struct
+
+    from sfunwind.errors import SfunwindError
+    from sfunwind.kernel.program import clear_caches
+
+    raw = materialize(VMLINUX).read_bytes()
+    shoff = _struct.unpack_from("<Q", raw, 0x28)[0]
+    rng = random.Random(7)
+    variants = [raw[:n] for n in (10, 64, 4096, len(raw) // 2, len(raw) - 100)]
+    for _ in range(12):
+        data = bytearray(raw)
+        for _ in range(3):
+            data[shoff + rng.randrange(len(raw) - shoff)] ^= 1 << rng.randrange(8)
+        variants.append(bytes(data))
+    errors = 0
+    want = len(program("nokaslr/el1-abort").threads())
+    for i, data in enumerate(variants):
+        path = tmp_path / f"vmlinux{i}"
+        path.write_bytes(data)
+        clear_caches()
+        try:
+            assert len(KernelProgram.open(vmcore("nokaslr/el1-abort"), path).threads()) == want
+        except SfunwindError as exc:
+            errors += 1
+            assert str(path) in str(exc)
+        path.unlink()
+    clear_caches()
+    assert errors >= 5

@@ -51,7 +51,9 @@ class DwarfTypes:
             self._elf = ELFFile(self._file)
             if not self._elf.has_dwarf_info() or self._elf.get_section_by_name(
                     ".debug_info") is None:
-                raise ElfFormatError("no DWARF (.debug_info)", path=self.path)
+                raise ElfFormatError("neither .BTF nor DWARF (.debug_info): no struct layouts "
+                                     "(a vmlinux of a CONFIG_DEBUG_INFO_BTF kernel, or its "
+                                     "-dbg vmlinux, is needed)", path=self.path)
             self._dwarf = self._elf.get_dwarf_info()
         except (ELFError, DWARFError, ValueError) as exc:
             raise DwarfFormatError(f"cannot read DWARF: {exc}", path=self.path) from None
