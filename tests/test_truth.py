@@ -407,12 +407,14 @@ def test_images_rebuild_byte_identical(sid) -> None:  # type: ignore[no-untyped-
         assert hashlib.sha256(path.read_bytes()).hexdigest() in out.stdout, b
 
 
-def test_stopped_cpu_snapshot_starts_from_regs(tmp_path: Path) -> None:
+def test_stopped_cpu_snapshot_starts_from_regs(sib: TruthImage, sib_ref, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """``truth snapshot --start regs``: a debugger's view of the CPU at inflate+0xc (x30
     signed by paciasp, not yet stored): the walk starts at (P) and takes the SFrame step
     with the live registers, stripping x30's PAC."""
     out = tmp_path / "cpu.json.xz"
-    assert cli_main(["truth", "snapshot", "--start", "regs", "--at", "inflate+0xc",
+    position = int(np.flatnonzero(sib_ref.pcs == np.uint64(sib.symbol("inflate").address
+                                                            + 0xC))[0])
+    assert cli_main(["truth", "snapshot", "--start", "regs", "--position", str(position),
                      "-o", str(out)]) == 0
     snap = load_snapshot(out)
     assert snap.start == "regs" and snap.registers["x30"] >> 48 != 0xFFFF  # signed
@@ -421,5 +423,5 @@ def test_stopped_cpu_snapshot_starts_from_regs(tmp_path: Path) -> None:
     assert [f.source for f in tr.frames[:2]] == [Source.REGS_PC, Source.REGS_LR]
     assert tr.frames[1].raw_pc == snap.registers["x30"]
     assert tr.frames[1].pc == snap.registers["x30"] | KERNEL_PAC_MASK
-    assert names(TruthImage(IMAGES["sibcall"]), tr.pcs) == [
+    assert names(sib, tr.pcs) == [
         "inflate", "zlib_roundtrip", "task_main", "ret_from_fork"]
