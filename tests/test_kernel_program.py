@@ -511,3 +511,28 @@ def test_corrupt_vmlinux_is_a_typed_error(tmp_path):
         path.unlink()
     clear_caches()
     assert errors >= 5
+
+
+@pytest.mark.parametrize("dump", ["nokaslr/el1-abort", "kaslr/irq-in-fault", "va48/el1-abort",
+                                  "16k/irq-in-fault"])
+def test_modules(dump):
+    """The guest loads one module, qemu_fw_cfg (guest-init.sh): its text is kernel text and
+    its symbols print like /proc/kallsyms would size them (distance to the next symbol, the
+    $x/$d mapping symbols skipped)."""
+    prog = program(dump)
+    mods = prog.modules.modules
+    assert [m.name for m in mods] == ["qemu_fw_cfg"]
+    mod = mods[0]
+    lo, hi = mod.text
+    assert lo % prog.memory.page_size == 0 and (hi - lo) % prog.memory.page_size == 0
+    assert mod.init_text is None  # freed after the module's init ran
+    assert prog.modules.lookup(lo + 4) is None  # only "$x" precedes it
+    info = prog.lookup_symbol(lo + 0xC)
+    assert (info.name, info.offset, info.module) == ("fw_cfg_sysfs_attr_show", 4, "qemu_fw_cfg")
+    nxt = prog.lookup_symbol(info.address + info.size)
+    assert nxt.name == "fw_cfg_showrev" and info.size == 0x40 and info.elf_size == 44
+    assert prog.format_symbol(info.address + 0x10, backtrace=True) == \
+        "fw_cfg_sysfs_attr_show+0x10/0x40 [qemu_fw_cfg]"
+    assert prog.is_kernel_text(lo + 0xC) and not prog.is_kernel_text(hi)
+    assert prog.format_symbol(prog.symbol("schedule") + 4) == \
+        prog.symbols.format(prog.symbol("schedule") + 4)  # vmlinux symbols: no [module]

@@ -699,7 +699,8 @@ class KernelProgram:
             self._tasks_cache[address] = t
         return t
 
-    def _list(self, head: int, link_offset: int, what: str) -> Iterator[int]:
+    def _list(self, head: int, link_offset: int, what: str, *,
+              limit: int = MAX_TASKS) -> Iterator[int]:
         """Entries of a ``list_head`` list (container addresses), bounded and cycle-checked.
 
         Each step also checks ``next->prev == node`` (what CONFIG_DEBUG_LIST checks); a
@@ -709,7 +710,7 @@ class KernelProgram:
         seen = {head}
         prev = head
         node = self.read_u64(head)
-        for _ in range(MAX_TASKS):
+        for _ in range(limit):
             back = self.read_u64(node + 8)
             if back != prev:
                 self.warnings.append(f"{what} list at {head:#x}: {node:#x}->prev is {back:#x}, "
@@ -723,7 +724,7 @@ class KernelProgram:
             yield node - link_offset
             prev = node
             node = self.read_u64(node)
-        raise VmcoreFormatError(f"{what} list at {head:#x} longer than {MAX_TASKS}")
+        raise VmcoreFormatError(f"{what} list at {head:#x} longer than {limit}")
 
     def threads(self) -> list[Task]:
         """Every thread: each thread group on ``init_task.tasks`` with its threads
@@ -946,12 +947,37 @@ class KernelProgram:
             freeing = 2  # include/linux/kernel.h, stable since v4.13
         return state >= freeing
 
+    @cached_property
+    def modules(self):
+        """The loaded modules (:class:`~sfunwind.kernel.modules.ModuleTable`)."""
+        from sfunwind.kernel.modules import ModuleTable
+
+        return ModuleTable(self)
+
+    def lookup_symbol(self, address: int):
+        """The symbol containing *address*: vmlinux (kallsyms-exact) or a module's
+        (``SymbolInfo.module`` set), or None."""
+        if self.symbols.is_kernel_text(address) or not self.modules.modules:
+            return self.symbols.lookup(address)
+        return self.modules.lookup(address) or self.symbols.lookup(address)
+
+    def format_symbol(self, address: int, *, backtrace: bool = False) -> str:
+        """``%pS`` / ``%pB`` text including module symbols: ``name+0x10/0x60 [module]``."""
+        info = self.lookup_symbol(address - 1 if backtrace else address)
+        if info is None:
+            return f"{address:#x}"
+        text = f"{info.name}+{address - info.address:#x}/{info.size:#x}"
+        return f"{text} [{info.module}]" if info.module else text
+
     def is_kernel_text(self, address: int) -> bool:
-        """The kernel's ``kernel_text_address()`` for the image: ``[_stext, _etext)``, plus
-        ``[_sinittext, _einittext)`` while init memory was not yet freed.  (Module, BPF and
-        ftrace trampoline text are not modelled: such addresses answer False.)"""
+        """The kernel's ``kernel_text_address()``: image ``[_stext, _etext)``, plus
+        ``[_sinittext, _einittext)`` while init memory was not yet freed, plus loaded
+        modules' text.  (BPF and ftrace trampolines are not modelled: False.)"""
         if not self.symbols.is_kernel_text(address):
-            return False
+            try:
+                return self.modules.module_of(address) is not None
+            except MemoryFault:
+                return False
         if self.init_text_freed:
             lo, hi = self.symbols.get("_sinittext"), self.symbols.get("_einittext")
             if lo is not None and hi is not None and lo <= address < hi:

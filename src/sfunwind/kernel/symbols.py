@@ -76,6 +76,7 @@ class SymbolInfo:
     size: int
     offset: int
     elf_size: int | None = None  # st_size from .symtab, when known
+    module: str | None = None  # the module's name for a module symbol (``[name]`` in %pS)
 
     def __iter__(self):  # lets callers unpack ``name, offset, size = lookup(a)``
         return iter((self.name, self.offset, self.size))
