@@ -55,6 +55,11 @@ def cmd_info(args: argparse.Namespace) -> int:
     prog = open_program(args)
     d = prog.describe()
     d["cpu_list"] = [c.as_dict() for c in prog.cpus()]
+    try:
+        d["modules"] = [{"name": m.name, "text": [f"{m.text[0]:#x}", f"{m.text[1]:#x}"]}
+                        for m in prog.modules.modules]
+    except MemoryFault as fault:
+        d["modules"] = f"unreadable: {fault}"
     if args.json:
         json.dump(d, sys.stdout, indent=1)
         print()
@@ -81,6 +86,10 @@ def cmd_info(args: argparse.Namespace) -> int:
             who = f"task {c.curr:#x}"
         irq = c.irq_stack or "-"
         print(f"cpu{c.index}: {who} {where}; irq stack {irq}", file=out)
+    if isinstance(d["modules"], str):
+        print(f"modules: {d['modules']}", file=out)
+    for m in d["modules"] if isinstance(d["modules"], list) else []:
+        print(f"module {m['name']}: text [{m['text'][0]}-{m['text'][1]})", file=out)
     return ExitCode.OK
 
 
