@@ -242,6 +242,7 @@ def test_cli_tasks_json_and_info():
                           capture_output=True, text=True, check=True).stdout
     d = json.loads(info)
     assert d["kaslr_offset"] == "0x262af8800000" and d["levels"] == 5 and d["lpa2"]
+    assert [m["name"] for m in d["modules"]] == ["qemu_fw_cfg"]
     assert d["vmcore"] == str(vmcore(dump))
 
 
