@@ -103,8 +103,8 @@ def reference(image: TruthImage, *, irq_stack: str = "above") -> Reference:
     # the work IRQ positions beyond the end never fire; run until done
     _drive(m, [(w, 2) for w in works], lambda _p: None)
     assert m.block_addrs is not None
-    addrs = np.array(m.block_addrs, dtype=np.uint64)
-    sizes = np.array(m.block_sizes, dtype=np.int64) // 4
+    addrs = np.frombuffer(m.block_addrs, dtype=np.uint64)
+    sizes = np.frombuffer(m.block_sizes, dtype=np.uint32).astype(np.int64) // 4
     # a stop in the middle of a block: that block ran only up to the stop PC
     for n_blocks, pc in m.stops:
         i = n_blocks - 1

@@ -32,6 +32,7 @@ the tail-calling function is correctly absent) with the exception boundaries bet
 from __future__ import annotations
 
 import struct
+from array import array
 from dataclasses import dataclass, field, replace
 
 from sfunwind.errors import MissingToolError, SfunwindError, UsageError
@@ -191,8 +192,8 @@ class Machine:
         self.stats = RunStats()
         #: with ``record``: every block entered (address, size) and every stop (number of
         #: blocks recorded so far, stop PC), to map timeline positions to PCs
-        self.block_addrs: list[int] | None = [] if record else None
-        self.block_sizes: list[int] = []
+        self.block_addrs: array[int] | None = array("Q") if record else None
+        self.block_sizes: array[int] = array("I")
         self.stops: list[tuple[int, int]] = []
         kinds = image.kinds
         text = image.text_address
