@@ -7,7 +7,16 @@ import re
 import numpy as np
 import pytest
 
-from kernel_fixtures import BOOTS, DUMPS, VMLINUX16, boot_dir, drgn_reference, program, symbols
+from kernel_fixtures import (
+    BOOTS,
+    DUMPS,
+    VMLINUX,
+    VMLINUX16,
+    boot_dir,
+    drgn_reference,
+    program,
+    symbols,
+)
 from sfunwind.kernel.symbols import Symbolizer
 from sfunwind.memory.base import SparseMemory
 from sfunwind.memory.elfcore import VmcoreInfo
@@ -166,3 +175,19 @@ def test_kallsyms_fallback_decodes_tables_from_memory():
     ref = sym.lookup(sym.address_of("_stext") + 8)
     assert (sw.name, sw.offset, sw.size) == (ref.name, ref.offset, ref.size)
     assert "x" * 200 in ks
+
+
+def test_text_only_kallsyms():
+    """Without CONFIG_KALLSYMS_ALL kallsyms has only text symbols: data symbols vanish, and
+    a text symbol's size still reaches the next text symbol."""
+    from sfunwind.kernel.symbols import Symbolizer
+
+    full = symbols()
+    text = Symbolizer.from_vmlinux(VMLINUX, all_symbols=False)
+    assert 50_000 < len(text) < len(full)
+    assert text.lookup(full.address_of("init_task")) is None
+    assert "init_task" not in text and "_etext" in text and "_stext" in text
+    sw = full.address_of("__switch_to") + 0x180
+    assert (text.lookup(sw).name, text.lookup(sw).size) == ("__switch_to", 0x348)
+    for name in ("schedule", "el1h_64_irq", "start_kernel"):
+        assert text.address_of(name) == full.address_of(name)

@@ -136,22 +136,28 @@ class Symbolizer:
     # -- construction ----------------------------------------------------------------------
     @classmethod
     def from_vmlinux(cls, path: str | Path, *, kaslr_offset: int = 0,
-                     headers: dict[str, dict] | None = None) -> Symbolizer:
+                     headers: dict[str, dict] | None = None,
+                     all_symbols: bool = True) -> Symbolizer:
         """The kallsyms-equivalent symbols of a vmlinux ``.symtab``, moved by
         *kaslr_offset*.  Parsed once per file and process (a KASLR offset is a cheap
-        relocated view), so opening many dumps of one kernel costs one parse."""
+        relocated view), so opening many dumps of one kernel costs one parse.
+
+        ``all_symbols`` mirrors ``CONFIG_KALLSYMS_ALL`` (set by Debian, Fedora, Ubuntu and
+        this project's fixtures): without it kallsyms holds only text symbols
+        (``[_stext, _etext]`` and ``[_sinittext, _einittext]``), which changes the size of
+        a function followed by data."""
         from sfunwind.memory.files import materialize
 
         real = materialize(path)
         st = Path(real).stat()
         base = _vmlinux_symbols(str(Path(real).resolve()), st.st_size, st.st_mtime_ns,
-                                str(path))
+                                str(path), all_symbols)
         return base.relocated(kaslr_offset)  # a fresh view: callers may set .source
 
     @classmethod
     def _parse_vmlinux(cls, real: str, display: str,
                        headers: dict[str, dict] | None = None,
-                       kaslr_offset: int = 0) -> Symbolizer:
+                       kaslr_offset: int = 0, all_symbols: bool = True) -> Symbolizer:
         from sfunwind.kernel.elfsections import read_section, section_headers
 
         headers = headers or section_headers(real, display=display)
@@ -206,6 +212,23 @@ class Symbolizer:
         if marks["_sinittext"] is not None and marks["_einittext"] is not None:
             sym.text_ranges.append((marks["_sinittext"], marks["_einittext"]))
         sym.text_ranges.sort()
+        if not all_symbols and sym.text_ranges:
+            # scripts/kallsyms.c symbol_valid() without --all-symbols: text ranges, end
+            # inclusive, minus other symbols sitting exactly at _etext / _einittext
+            keep = np.zeros(len(values), dtype=bool)
+            for lo, hi in sym.text_ranges:
+                keep |= (values >= np.uint64(lo)) & (values <= np.uint64(hi))
+            for end_name in ("_etext", "_einittext"):
+                at = marks[end_name]
+                if at is not None:
+                    for i in np.flatnonzero(keep & (values == np.uint64(at))).tolist():
+                        keep[i] = names[i] == end_name
+            ranges = sym.text_ranges
+            sym = cls(_LazyNames(strtab, name_offs[keep]), values[keep], end=0,
+                      text_ranges=ranges, elf_sizes=elf_sizes[keep],
+                      kaslr_offset=kaslr_offset, source=display)
+            sym._set_end(max(hi for _, hi in ranges))
+            return sym
         sym._set_end(marks["_end"] if marks["_end"] is not None else
                      int(values.max(initial=0)))
         return sym
@@ -364,9 +387,10 @@ class Symbolizer:
 
 
 @functools.lru_cache(maxsize=4)
-def _vmlinux_symbols(real: str, size: int, mtime_ns: int, display: str) -> Symbolizer:
+def _vmlinux_symbols(real: str, size: int, mtime_ns: int, display: str,
+                     all_symbols: bool = True) -> Symbolizer:
     """Parse cache of :meth:`Symbolizer.from_vmlinux`, keyed by file identity."""
-    return Symbolizer._parse_vmlinux(real, display)
+    return Symbolizer._parse_vmlinux(real, display, all_symbols=all_symbols)
 
 
 class _LazyNames(Sequence[str]):
