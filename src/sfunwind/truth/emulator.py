@@ -318,7 +318,7 @@ class Machine:
 
     def run_to_end(self) -> int:
         """Run until the task finishes; its result (``task_main``'s return value)."""
-        while self.advance(TASK_BUDGET):
+        if self.advance(TASK_BUDGET):
             raise HarnessError(f"the task did not finish within {TASK_BUDGET} instructions")
         return self.result()
 
