@@ -66,7 +66,8 @@ def test_corpus_is_what_the_issue_asks_for(corpus):
 def test_corpus_byte_identical_to_gas(corpus):
     root, manifest = corpus
     total_fdes = total_fres = 0
-    flex = bkey = 0
+    flex = bkey = lsdas = 0
+    augmentations: set[str] = set()
     failures = []
     for name, info in sorted(manifest["objects"].items()):
         elf = load_elf_cfi(root / name)
@@ -78,6 +79,9 @@ def test_corpus_byte_identical_to_gas(corpus):
             failures.append(f"{name}: bytes differ")
         if warnings != info["sframe_warnings"]:
             failures.append(f"{name}: refusals {warnings} != gas {info['sframe_warnings']}")
+        frames = elf.frames(".eh_frame")
+        augmentations.update(c.augmentation for c in frames.cies.values())
+        lsdas += len(frames.fde_lsda)
         total_fdes += conv.num_fdes
         total_fres += conv.num_fres
         flex += sum(b[3] == 1 for b in conv.blocks)
@@ -86,6 +90,9 @@ def test_corpus_byte_identical_to_gas(corpus):
     # The corpus exercises what it should: thousands of FDEs, FLEX FDEs (x86 DRAP), B key.
     assert total_fdes > 5000 and total_fres > 25000
     assert flex >= 5 and bkey > 100
+    # ... and CIE augmentations "zR", "zPLR" (personality + LSDA, -fexceptions), "zRB"
+    assert {"zR", "zPLR"} <= augmentations and any("B" in a for a in augmentations)
+    assert lsdas >= 10
 
 
 def test_refusals_cover_gas_reasons(corpus):

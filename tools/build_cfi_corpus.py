@@ -49,6 +49,8 @@ VARIANTS = {
 #: Defines a package's own build would pass (what its configure script decides).
 EXTRA_FLAGS = {"zlib": "-DHAVE_UNISTD_H -DHAVE_STDARG_H -D_LARGEFILE64_SOURCE=1",
                "bzip2": "-D_FILE_OFFSET_BITS=64", "lua5.4": "-DLUA_COMPAT_5_3 -DLUA_USE_POSIX"}
+#: Flags one source needs (-fexceptions: cleanup handlers -> personality + LSDA in the CFI).
+SOURCE_FLAGS = {"cleanup.c": "-fexceptions"}
 COMPILERS = {"aarch64": "aarch64-linux-gnu-gcc", "x86_64": "x86_64-linux-gnu-gcc",
              # Big-endian code from the same cross compiler; Debian has no lp64_be libc, so
              # an empty gnu/stubs-lp64_be.h stands in (only the CFI of the objects matters).
@@ -109,6 +111,7 @@ def main() -> int:
                         out = work / "obj" / name
                         out.parent.mkdir(parents=True, exist_ok=True)
                         cmd = (f"{COMPILERS[arch].format(work=inside)} {flags} {EXTRA_FLAGS.get(package, '')} "
+                               f"{SOURCE_FLAGS.get(Path(rel).name, '')} "
                                "-Wa,--gsframe-3 -c "
                                f"{Path(rel).name} -o {inside}/obj/{name}")
                         incdir = f"{inside}/src/{pdir}/{Path(rel).parent}"

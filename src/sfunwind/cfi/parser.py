@@ -258,7 +258,12 @@ def read_encoded(ctx: _Ctx, pos: int, enc: int, *, func_base: int = 0,
     value &= mask
     indirect = bool(enc & DW_EH_PE_indirect)
     if indirect and ctx.read_memory is not None:
-        raw = ctx.read_memory(value, ctx.address_size)
+        try:
+            raw = ctx.read_memory(value, ctx.address_size)
+        except CFIFormatError:
+            # Not loaded here (e.g. a .o's DW.ref.* data): keep the pointer's address.  Only
+            # personality routines are indirect, and they do not affect unwind rows.
+            return value, pos, True
         value = int.from_bytes(raw, "big" if ctx.fmt == ">" else "little")
         indirect = False
     return value, pos, indirect
