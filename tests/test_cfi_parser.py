@@ -362,3 +362,19 @@ def test_eh_frame_found_through_pt_gnu_eh_frame_without_section_headers(binary, 
     got = load_elf_cfi(stripped).frames(".eh_frame")
     assert got.fde_pc_begin == full.fde_pc_begin and got.fde_pc_range == full.fde_pc_range
     assert len(got) > 10
+
+
+def test_cli_cfi_dump_pc(vmlinux_debug, capsys):
+    from sfunwind.cli.main import main as cli_main
+
+    assert cli_main(["cfi", "dump", str(vmlinux_debug), "--pc", "0xffff8000802111d8"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    fde = [ln for ln in out if " FDE " in ln]
+    assert fde == ["0006f600 000000000000004c 0006edb8 FDE cie=0006edb8 "
+                   "pc=ffff8000802111c8..ffff8000802114f8"]
+    rows = [ln.split() for ln in out if ln.startswith("ffff8000802111")]
+    # LOC, CFA, x19..x28, x29, ra, ras: unsigned at entry, signed after paciasp (+12)
+    assert [(r[0][-3:], r[1], r[-3], r[-2], r[-1]) for r in rows[:3]] == [
+        ("1c8", "sp+0", "u", "u", "-"), ("1d4", "sp+0", "u", "u", "s"),
+        ("1d8", "sp+112", "c-112", "c-104", "s")]
+    assert cli_main(["cfi", "dump", str(vmlinux_debug), "--section", ".eh_frame"]) == 3
