@@ -158,3 +158,31 @@ def test_memsz_beyond_filesz_reads_zeros(tmp_path):
     with pytest.raises(MemoryFault, match="not in the dump"):
         core.read_physical(0x80003000, 1)
     assert not core.truncated
+
+
+def test_xz_cache_location_and_fallback(tmp_path, monkeypatch):
+    import lzma
+    import os
+    import tempfile
+
+    from sfunwind.memory import files
+
+    blob = bytes(range(256)) * 100
+    src = tmp_path / "data.bin.xz"
+    src.write_bytes(lzma.compress(blob))
+    monkeypatch.setenv("SFUNWIND_CACHE", str(tmp_path / "cache"))
+    out = files.materialize(src)
+    assert out.read_bytes() == blob and out.parent == tmp_path / "cache" / "xz"
+    assert files.materialize(src) == out  # keyed by content: reused
+    plain = tmp_path / "plain.bin"
+    plain.write_bytes(b"x")
+    assert files.materialize(plain) == plain
+    # an unusable cache (a file where the directory should be: fails even for root)
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_bytes(b"")
+    monkeypatch.setenv("SFUNWIND_CACHE", str(blocker))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    fallback = files.materialize(src)
+    assert fallback.read_bytes() == blob
+    assert fallback.parent == tmp_path / "tmp" / f"sfunwind-{os.getuid()}" / "xz"

@@ -5,7 +5,7 @@ are; ``*.xz`` files are decompressed once into a cache directory, keyed by the S
 compressed bytes, so every later open is an ``mmap`` of the cached copy.
 
 Cache directory: ``$SFUNWIND_CACHE``, else ``$XDG_CACHE_HOME/sfunwind``, else
-``~/.cache/sfunwind``.
+``~/.cache/sfunwind``; when that is not writable, ``$TMPDIR/sfunwind-<uid>``.
 """
 
 from __future__ import annotations
@@ -55,12 +55,21 @@ def materialize(path: str | os.PathLike[str]) -> Path:
         digest = _digest(path)
     except OSError as exc:
         raise UsageError(f"{path}: cannot read: {exc.strerror}") from None
-    out_dir = cache_dir() / "xz"
-    target = out_dir / f"{digest[:24]}-{path.stem}"
-    if target.is_file():
-        return target
-    out_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".partial-")
+    name = f"{digest[:24]}-{path.stem}"
+    for out_dir in (cache_dir() / "xz",
+                    Path(tempfile.gettempdir()) / f"sfunwind-{os.getuid()}" / "xz"):
+        target = out_dir / name
+        if target.is_file():
+            return target
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".partial-")
+            break
+        except OSError:
+            continue  # an unwritable cache (read-only home): try the temporary directory
+    else:
+        raise UsageError(f"{path}: no writable cache directory to decompress into "
+                         f"(set SFUNWIND_CACHE)")
     try:
         total = 0
         with os.fdopen(fd, "wb") as out, lzma.open(path, "rb") as src:
@@ -73,6 +82,9 @@ def materialize(path: str | os.PathLike[str]) -> Path:
         os.replace(tmp, target)
     except (lzma.LZMAError, EOFError) as exc:
         raise CompressedFormatError(f"corrupt xz data: {exc}", path=str(path)) from None
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot decompress into {target.parent}: "
+                         f"{exc.strerror}") from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
