@@ -153,7 +153,7 @@ class ModuleTable:
         below = np.flatnonzero(defined & (values <= address))
         above = np.flatnonzero(defined & (values > address) & (values < region[1]))
         best = None
-        for i in below[np.argsort(-values[below].astype(np.int64), kind="stable")].tolist():
+        for i in below[np.argsort(values[below], kind="stable")[::-1]].tolist():  # nearest 1st
             if self._usable(mod, i):
                 best = i
                 break
