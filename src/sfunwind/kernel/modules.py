@@ -153,7 +153,8 @@ class ModuleTable:
         below = np.flatnonzero(defined & (values <= address))
         above = np.flatnonzero(defined & (values > address) & (values < region[1]))
         best = None
-        for i in below[np.argsort(values[below], kind="stable")[::-1]].tolist():  # nearest 1st
+        # nearest first; among aliases the lowest index, as the kernel's strict ">" scan
+        for i in below[np.lexsort((below, ~values[below]))].tolist():
             if self._usable(mod, i):
                 best = i
                 break
