@@ -609,8 +609,28 @@ class SFrameTable:
         ends = _int_array(np.where(self.fde_pcmask[self.fre_fde], _U64(0), self.fre_abs_end),
                           "Q")
         general = self._general_find
-        row_of = self._row_of
         bisect_right = bisect.bisect_right
+        protos = self._protos
+        sig = self._sig
+        prototype = self._prototype
+        make_row = self._make_row
+        abs_start = self._abs_start_arr
+        abs_end = self._lists_abs_end
+
+        def build(r: int) -> UnwindRow:
+            # _make_row for a PCINC row, inlined (this is the whole cost of a cold lookup)
+            proto = protos[sig[r]]
+            if proto is None:
+                proto = prototype(r)
+            if proto[0]:
+                return make_row(r, None)  # raises the malformed-FRE error
+            if proto[1]:
+                return outermost_row(abs_start[r], abs_end[r], signal=proto[7])
+            return UnwindRow(proto[2], proto[3], proto[4], proto[5], proto[6], False, proto[7],
+                             abs_start[r], abs_end[r])
+
+        row_of = functools.lru_cache(maxsize=_ROW_CACHE_SIZE)(build)
+        self._row_of = row_of
 
         def find(pc: int) -> UnwindRow | None:
             x = pc - base
