@@ -12,6 +12,9 @@ with relative paths; rebuilds are byte-identical (the script prints sha256 sums)
 
 Usage: tools/build_truth_image.py [--sid DIR] [--out DIR] [--check]
   --check  rebuild into a temporary directory and compare with the committed images.
+
+Byte-identical rebuilds are promised for the toolchain recorded in toolchain.txt (written
+next to the images); a newer sid gcc/binutils may generate different code.
 """
 
 from __future__ import annotations
@@ -73,6 +76,18 @@ def in_chroot(root: Path, script: str) -> None:
         sys.exit(f"build_truth_image: build failed:\n{result.stdout}{result.stderr}")
 
 
+def toolchain_versions(root: Path) -> str:
+    """The first line of ``--version`` of the cross gcc, as and ld (recorded with the images:
+    byte-identical rebuilds are promised for the same toolchain only)."""
+    lines = []
+    for tool in ("aarch64-linux-gnu-gcc", "aarch64-linux-gnu-as", "aarch64-linux-gnu-ld"):
+        result = subprocess.run(
+            ["chroot", str(root), "/usr/bin/env", "-i", f"PATH={CHROOT_PATH}", tool,
+             "--version"], capture_output=True, text=True, check=False)
+        lines.append(result.stdout.splitlines()[0] if result.stdout else f"{tool}: ?")
+    return "\n".join(lines) + "\n"
+
+
 def build(root: Path, out: Path) -> dict[str, str]:
     work = Path(tempfile.mkdtemp(prefix="truth-image-", dir=root / "tmp"))
     try:
@@ -101,6 +116,7 @@ def build(root: Path, out: Path) -> dict[str, str]:
             data = (src / f"truth-{variant}.elf").read_bytes()
             (out / f"truth-{variant}.elf").write_bytes(data)
             sums[variant] = hashlib.sha256(data).hexdigest()
+        (out / "toolchain.txt").write_text(toolchain_versions(root))
         return sums
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -117,12 +133,18 @@ def main() -> int:
     if args.check:
         with tempfile.TemporaryDirectory() as tmp:
             sums = build(root, Path(tmp))
+            found = (Path(tmp) / "toolchain.txt").read_text()
             bad = [v for v, s in sums.items()
                    if hashlib.sha256((args.out / f"truth-{v}.elf").read_bytes()).hexdigest() != s]
         for variant, digest in sums.items():
             print(f"{digest}  truth-{variant}.elf")
+        recorded = (args.out / "toolchain.txt").read_text() \
+            if (args.out / "toolchain.txt").exists() else ""
         if bad:
             print(f"differs from {args.out}: {', '.join(bad)}", file=sys.stderr)
+            if found != recorded:
+                print(f"(the toolchain differs: recorded\n{recorded}found\n{found})",
+                      file=sys.stderr)
             return 1
         return 0
     for variant, digest in build(root, args.out).items():
