@@ -570,7 +570,10 @@ class _Walker:
         else:
             ra = regs.lr
         st.pc, st.fp, st.source, st.found_on = ra, new_fp, source, found_on
-        st.callee_cfa = cfa  # the interrupted function's CFA
+        # the interrupted function's CFA, when the step relied on it: with RA and FP both
+        # still in registers the CFA locates nothing (and v6's call_on_irq_stack CFI keeps
+        # "CFA = SP+0" one instruction past its stp, harmlessly), so it pins nothing either
+        st.callee_cfa = cfa if ra_addr is not None or fp_addr is not None else None
 
     # -- return-address recovery ---------------------------------------------------------
 
