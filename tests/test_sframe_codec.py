@@ -680,3 +680,27 @@ def test_tables_of_an_unsorted_section_agree() -> None:
     assert t1.fde_order.tolist() == list(range(11, -1, -1))
     row = t1.find(0x3000 - 0x100 * 5 + 9)
     assert row is not None and row.cfa.offset == 16 * 6 and row.start == 0x3000 - 0x500 + 9
+
+
+def test_table_from_file_equals_table_of_loaded_section(tmp_path: Path) -> None:
+    for tc, name in (("v3-binutils-2.47", "pie-x64"), ("v2-binutils-2.44", "mini-a64"),
+                     ("v3-binutils-2.47", "mini-x64.o")):
+        path = _fixture(name, tc)
+        t1 = SFrameTable(load(path))
+        t2 = SFrameTable.from_file(str(path))
+        assert np.array_equal(t1.fde_start, t2.fde_start)
+        assert np.array_equal(t1.fre_cfa_offset, t2.fre_cfa_offset)
+        assert np.array_equal(t1.fre_abs_end, t2.fre_abs_end)
+    bad = tmp_path / "bad"
+    data = bytearray(_fixture("mini-a64").read_bytes())
+    with ElfFile.open(_fixture("mini-a64")) as elf:
+        sec = elf.section(".sframe")
+        assert sec is not None
+    data[sec.offset + 2] = 9  # version 9
+    bad.write_bytes(bytes(data))
+    with pytest.raises(SFrameFormatError) as exc:
+        SFrameTable.from_file(str(bad))
+    assert exc.value.offset == sec.offset + 2 and "section offset 0x2" in str(exc.value)
+    with pytest.raises(SFrameFormatError) as exc2:
+        load(bad)
+    assert exc2.value.offset == sec.offset + 2

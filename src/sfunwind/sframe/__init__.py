@@ -5,7 +5,7 @@ Public API::
     section = load("vmlinux")                  # or decode(data, section_address=...)
     print(dump_text(section))                  # objdump --sframe text (binutils 2.47)
     problems = validate(section)               # [Problem(offset, code, message)]
-    table = SFrameTable(section)               # or SFrameTable.from_bytes(data, ...)
+    table = SFrameTable(section)               # or .from_bytes(data, ...) / .from_file(path)
     row = table.find(pc)                       # sfunwind.rules.UnwindRow | None
     res = table.find_many(np.array(pcs))       # vectorised
     data = encode(section)                     # byte-identical for gas/ld output
@@ -32,14 +32,14 @@ from sfunwind.sframe.format import (
     flex_control,
     flex_control_fields,
 )
-from sfunwind.sframe.loader import load
+from sfunwind.sframe.loader import SectionBytes, find_section, load
 from sfunwind.sframe.lookup import FindManyResult, SFrameTable
 from sfunwind.sframe.validate import Problem, validate
 
 __all__ = [
     "ABI", "MAX_DATA_WORDS", "BaseReg", "EncodeError", "FDEKind", "FDEType", "FindManyResult",
     "Flag", "Problem", "SFrameFDE", "SFrameFRE", "SFrameFormatError", "SFrameHeader",
-    "SFrameSection", "SFrameTable", "decode", "decode_header", "dump_json", "dump_text",
-    "encode", "flex_control", "flex_control_fields", "fre_cells", "load",
+    "SFrameSection", "SFrameTable", "SectionBytes", "decode", "decode_header", "dump_json", "dump_text",
+    "encode", "find_section", "flex_control", "flex_control_fields", "fre_cells", "load",
     "section_size_from_header", "validate",
 ]

@@ -320,6 +320,21 @@ class SFrameTable:
                      presorted_order=order)
         return table
 
+    @classmethod
+    def from_file(cls, path: str, *, section: str = ".sframe",
+                  section_address: int | None = None) -> SFrameTable:
+        """The table of a file's SFrame section, built straight from its bytes (the fast
+        path: no object model; same section search as :func:`sfunwind.sframe.load`)."""
+        from sfunwind.sframe.loader import _shift, find_section
+
+        found = find_section(path, section=section, section_address=section_address)
+        try:
+            return cls.from_bytes(found.data, section_address=found.address, path=found.path)
+        except SFrameFormatError as exc:
+            if found.file_offset == 0:
+                raise
+            raise _shift(exc, found.file_offset, found.path) from None
+
     # -----------------------------------------------------------------------------------
     def _build(self, version: int, abi: ABI | int, fixed_fp: int, fixed_ra: int, sorted_flag: bool,
                starts: np.ndarray, sizes: np.ndarray, nfres: np.ndarray, pcmask: np.ndarray,
