@@ -704,3 +704,16 @@ def test_table_from_file_equals_table_of_loaded_section(tmp_path: Path) -> None:
     with pytest.raises(SFrameFormatError) as exc2:
         load(bad)
     assert exc2.value.offset == sec.offset + 2
+
+
+def test_edits_of_decoded_fres_are_encoded() -> None:
+    """Changing a decoded FRE's fields changes the bytes (the kept info byte is not reused)."""
+    s = decode(_one_fde_v3())
+    f = s.fdes[0].fres[1]
+    f.mangled_ra = True
+    f.base_reg = BaseReg.FP
+    back = decode(encode(s))
+    g = back.fdes[0].fres[1]
+    assert g.mangled_ra and g.base_reg == BaseReg.FP and g.words == [16, -8, -16]
+    f.words = [16, -8]
+    assert decode(encode(s)).fdes[0].fres[1].words == [16, -8]

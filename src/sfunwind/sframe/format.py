@@ -250,9 +250,14 @@ class SFrameFRE:
         return address_width + 1 + len(self.words) * ws
 
     def info_byte(self, word_size: int, flex: bool = False) -> int:
-        if self.info is not None and (self.info >> 1) & 0xF == len(self.words) and \
-                WORD_CODE_TO_SIZE.get((self.info >> 5) & 3) == word_size:
-            return self.info
+        """The fre_info byte: as read when it still describes this FRE exactly (odd but
+        legal bits such as a base bit in a FLEX or RA-undefined FRE round-trip), else
+        composed the way gas composes it."""
+        if self.info is not None and len(self.words) <= 15:
+            literal = fre_info(int(self.base_reg), len(self.words),
+                               WORD_SIZE_TO_CODE[word_size], self.mangled_ra)
+            if self.info == literal:
+                return literal
         if not self.words:
             # gas writes 0x00 exactly for an RA-undefined FRE (keep the mangled bit if asked)
             return fre_info(0, 0, 0, self.mangled_ra)
