@@ -717,3 +717,12 @@ def test_edits_of_decoded_fres_are_encoded() -> None:
     assert g.mangled_ra and g.base_reg == BaseReg.FP and g.words == [16, -8, -16]
     f.words = [16, -8]
     assert decode(encode(s)).fdes[0].fres[1].words == [16, -8]
+    # Values that outgrow the recorded widths widen them (as gas would have chosen).
+    f.words = [70016, -70008]
+    f.start = 0x1234
+    s.fdes[0].size = 0x2000
+    again = decode(encode(s))
+    g = again.fdes[0]
+    assert g.fre_address_width == 2 and g.fres[1].start == 0x1234
+    assert g.fres[1].word_size == 4 and g.fres[1].words == [70016, -70008]
+    assert validate(again) == []

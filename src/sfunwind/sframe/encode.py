@@ -43,11 +43,19 @@ class EncodeError(UsageError):
     """The model cannot be encoded (a value does not fit its field, a V3-only feature in V2)."""
 
 
+def _words_fit(words: list[int], size: int, flex: bool) -> bool:
+    controls = flex_control_indices(len(words), words) if flex else frozenset()
+    return all(unsigned_fits(w, size) if k in controls else signed_fits(w, size)
+               for k, w in enumerate(words))
+
+
 def _fre_word_size(fre: SFrameFRE, flex: bool) -> int:
+    """The recorded word size while the words still fit it, else gas's choice."""
     if fre.word_size is not None:
         if fre.word_size not in WORD_SIZE_TO_CODE:
             raise EncodeError(f"invalid FRE data-word size {fre.word_size}")
-        return fre.word_size
+        if _words_fit(fre.words, fre.word_size, flex):
+            return fre.word_size
     if not fre.words:
         return 1
     try:
@@ -56,12 +64,23 @@ def _fre_word_size(fre: SFrameFRE, flex: bool) -> int:
         raise EncodeError(str(exc)) from None
 
 
+def _address_width(fde: SFrameFDE, index: int) -> int:
+    """The recorded FRE start width while every start still fits it, else gas's choice."""
+    width = fde.fre_address_width
+    if width is not None:
+        if width not in WIDTH_TO_FRE_TYPE:
+            raise EncodeError(f"FDE {index}: invalid FRE start width {width}")
+        if all(unsigned_fits(f.start, width) for f in fde.fres):
+            return width
+    return fde.auto_address_width()
+
+
 def fre_size(fre: SFrameFRE, width: int, flex: bool) -> int:
     return width + 1 + len(fre.words) * _fre_word_size(fre, flex)
 
 
 def fde_blob_size(fde: SFrameFDE, version: int) -> int:
-    width = fde.fre_address_width or fde.auto_address_width()
+    width = _address_width(fde, 0)
     n = sum(fre_size(f, width, fde.is_flex) for f in fde.fres)
     return n + (V3_ATTR_SIZE if version == VERSION_3 else 0)
 
@@ -82,13 +101,6 @@ def _encode_fre(out: bytearray, fre: SFrameFRE, width: int, flex: bool, bo: str,
     if len(fre.words) > 15:
         raise EncodeError(f"FDE {fde_index}: {len(fre.words)} data words (at most 15)")
     ws = _fre_word_size(fre, flex)
-    controls = flex_control_indices(len(fre.words), fre.words) if flex else frozenset()
-    for k, w in enumerate(fre.words):
-        ok = unsigned_fits(w, ws) if k in controls else signed_fits(w, ws)
-        # A decoded FLEX section may have classified a word differently from this one only
-        # when it was built by hand; accept any value that fits the width either way.
-        if not ok and not (signed_fits(w, ws) or unsigned_fits(w, ws)):
-            raise EncodeError(f"FDE {fde_index}: FRE data word {w} does not fit in {ws} bytes")
     out += fre.start.to_bytes(width, bo)
     out.append(fre.info_byte(ws, flex))
     mask = (1 << (8 * ws)) - 1
@@ -154,9 +166,7 @@ def encode(section: SFrameSection, *, version: int | None = None,
     total_fres = 0
     for i in order:
         fde = fdes[i]
-        width = fde.fre_address_width or fde.auto_address_width()
-        if width not in WIDTH_TO_FRE_TYPE:
-            raise EncodeError(f"FDE {i}: invalid FRE start width {width}")
+        width = _address_width(fde, i)
         blob = bytearray()
         if ver == VERSION_3:
             if len(fde.fres) > V3_MAX_FRES_PER_FDE:
@@ -200,7 +210,7 @@ def encode(section: SFrameSection, *, version: int | None = None,
             raw = wrapped
         if not unsigned_fits(fde.size, 4):
             raise EncodeError(f"FDE {i}: function size {fde.size:#x} does not fit 32 bits")
-        width = fde.fre_address_width or fde.auto_address_width()
+        width = _address_width(fde, i)
         if ver == VERSION_3:
             fdes_sub += struct.pack(sbo + "qII", raw, fde.size, blob_offsets[i])
         elif ver == VERSION_2:
