@@ -726,3 +726,5 @@ def test_edits_of_decoded_fres_are_encoded() -> None:
     assert g.fre_address_width == 2 and g.fres[1].start == 0x1234
     assert g.fres[1].word_size == 4 and g.fres[1].words == [70016, -70008]
     assert validate(again) == []
+    s.fdes[0].fres.append(fre(0x1F00, 16))
+    assert "    Num FREs: 3\n" in dump_text(s, filename="x")

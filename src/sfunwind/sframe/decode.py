@@ -221,4 +221,5 @@ def decode(data: bytes | bytearray | memoryview, *, section_address: int = 0,
             fre_address_width=width, fre_offset=fre_off, raw_start=raw_start,
             num_fres=nfres, info=info, info2=info2, offset=foff, index=i))
     return SFrameSection(header=header, fdes=fdes, section_address=section_address, path=path,
-                         data=data, trailing=data[fre_end:])
+                         data=data, trailing=data[fre_end:],
+                         decoded_counts=(len(fdes), sum(len(f.fres) for f in fdes)))

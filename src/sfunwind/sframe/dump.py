@@ -144,8 +144,12 @@ def _header_text(section: SFrameSection, mode: str) -> str:
             lines.append(f"    CFA fixed FP offset: {h.cfa_fixed_fp_offset}\n")
         if h.cfa_fixed_ra_offset:
             lines.append(f"    CFA fixed RA offset: {h.cfa_fixed_ra_offset}\n")
-    num_fdes = h.num_fdes if section.data is not None else len(section.fdes)
-    num_fres = h.num_fres if section.data is not None else section.num_fres
+    # objdump prints the header's counts; they are this section's as long as it was decoded
+    # and its FDE/FRE counts were not changed since (else print the current ones).
+    num_fdes = len(section.fdes)
+    num_fres = section.num_fres
+    if section.decoded_counts == (num_fdes, num_fres):
+        num_fdes, num_fres = h.num_fdes, h.num_fres
     lines.append(f"    Num FDEs: {_s32(num_fdes)}\n")
     lines.append(f"    Num FREs: {_s32(num_fres)}\n")
     return "".join(lines)

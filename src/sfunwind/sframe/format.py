@@ -348,6 +348,9 @@ class SFrameSection:
     #: Bytes after the size the header accounts for (gas pads s390x objects' sections);
     #: the encoder writes them back so such sections round-trip.
     trailing: bytes = b""
+    #: (FDE count, FRE count) when decoded: tells the dumper the header still describes
+    #: the objects (objdump prints the header's counts, even inconsistent ones).
+    decoded_counts: tuple[int, int] | None = None
 
     @property
     def version(self) -> int:
