@@ -126,3 +126,51 @@ def test_truncated_and_corrupt_files(tmp_path: Path) -> None:
         s = elf.section(".sframe")
         assert s is not None
         s.data()
+
+
+def test_mutated_elf_files_only_raise_typed_errors(tmp_path: Path) -> None:
+    """load() / ElfFile on damaged ELF headers, section and program header tables: only
+    ElfFormatError or SFrameFormatError come out."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from sfunwind.errors import SFrameFormatError
+    from sfunwind.sframe import load
+
+    good = fixture("mini-a64").read_bytes()
+    obj = fixture("mini-x64.o").read_bytes()
+    with ElfFile.open(fixture("mini-a64")) as elf:
+        shoff = elf.elf["e_shoff"]
+        phoff = elf.elf["e_phoff"]
+    hot = list(range(0, 64)) + list(range(phoff, phoff + 56 * 4)) + \
+        list(range(shoff, min(len(good), shoff + 64 * 12)))
+    target = tmp_path / "m"
+
+    @settings(max_examples=250, deadline=3000, suppress_health_check=[HealthCheck.too_slow,
+              HealthCheck.function_scoped_fixture])
+    @given(st.sampled_from(["exe", "obj"]),
+           st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), min_size=1,
+                    max_size=6),
+           st.integers(0, 100))
+    def run(which: str, edits: list[tuple[int, int]], cut: int) -> None:
+        data = bytearray(good if which == "exe" else obj)
+        for where, value in edits:
+            pos = hot[where % len(hot)] if which == "exe" else where % len(data)
+            if pos < len(data):
+                data[pos] = value
+        if cut > 90:
+            data = data[:len(data) * (cut - 90) // 10]
+        target.write_bytes(bytes(data))
+        try:
+            with ElfFile.open(target) as elf:
+                for s in elf.sections():
+                    s.data()
+                elf.segments()
+                elf.symbols()
+                list(elf.notes())
+                elf.relocations_for(".sframe")
+            load(target)
+        except (ElfFormatError, SFrameFormatError):
+            pass
+
+    run()
