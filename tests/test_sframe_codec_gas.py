@@ -135,7 +135,7 @@ def test_random_cfi_programs_match_gas_and_objdump(sid, arch: str) -> None:  # t
     try:
         checked_rows = 0
         for seed in range(6):
-            (work / "t.s").write_text(gen_program(arch, 1000 * seed + len(arch), 60))
+            (work / "t.s").write_text(gen_program(arch, 1000 * seed + len(arch), 80))
             res = sid.run(f"{prefix}as {eb} --gsframe -o t.o t.s && "
                           f"{prefix}ld {eb} -static --build-id=none -e f0 -o t t.o && "
                           f"{prefix}objdump --sframe t.o > t.o.txt && "

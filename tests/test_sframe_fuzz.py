@@ -61,6 +61,14 @@ def _seeds() -> list[bytes]:
     seeds.append(encode(SFrameSection.build(ABI.AMD64_LE, [SFrameFDE(0x2000, 0x20, fres=[
         SFrameFRE(0, words=[8]), SFrameFRE(1, words=[16, -16])])], version=1)))
     seeds.append(encode(SFrameSection.build(ABI.S390X_BE, s390, version=2)))
+    # Many FDEs, FLEX and DEFAULT mixed (lock-step FRE walks of the table builder).
+    many = [SFrameFDE(0x10000 + 0x100 * k, 0x80, kind=FDEKind.FLEX, fres=[
+        SFrameFRE(0, words=[0x39, 8]), SFrameFRE(4, words=[0x39, 16 + k]),
+        SFrameFRE(0x40, words=[0x51, 0, 0, 0x33, 0])]) if k % 4 == 0 else
+        SFrameFDE(0x10000 + 0x100 * k, 0x80, fres=[
+            SFrameFRE(0, words=[8]), SFrameFRE(4, words=[16 + k, -16]),
+            SFrameFRE(0x40, words=[8])]) for k in range(70)]
+    seeds.append(encode(SFrameSection.build(ABI.AMD64_LE, many)))
     return seeds
 
 

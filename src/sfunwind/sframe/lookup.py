@@ -41,6 +41,7 @@ from sfunwind.rules import (
     UnwindRow,
     outermost_row,
 )
+from sfunwind.sframe._parse import fre_positions, read_uint
 from sfunwind.sframe.decode import decode_header
 from sfunwind.sframe.format import (
     ABI,
@@ -246,53 +247,12 @@ class SFrameTable:
         first = np.zeros(n + 1, dtype=np.int64)
         np.cumsum(nfres_s, out=first[1:])
         total = int(first[-1])
-        fre_pos = np.empty(total, dtype=np.int64)
-        # Walk all FDEs' FRE chains in lock step: step j handles the j-th FRE of every FDE
-        # that has more than j FREs.  An FRE's length depends on its own info byte, so the
-        # chain is sequential within an FDE but parallel across FDEs.
-        by_count = np.argsort(-nfres_s, kind="stable")
-        counts_sorted = nfres_s[by_count]
-        pos = fres_at[order][by_count].copy()
-        w_by = width[order][by_count]
-        first_by = first[:-1][by_count]
-        max_n = int(counts_sorted[0]) if n else 0
-        active = n
-        for j in range(max_n):
-            while active and counts_sorted[active - 1] <= j:
-                active -= 1
-            if active <= 2 and max_n - j > 64:
-                # A few long FRE chains left: walking them in Python beats thousands of
-                # tiny numpy steps (a V2 FDE may declare millions of FREs).
-                for a in range(active):
-                    _walk_chain(data, int(pos[a]), int(w_by[a]), j, int(counts_sorted[a]),
-                                fre_end, fre_pos, int(first_by[a]), path)
-                break
-            p = pos[:active]
-            w = w_by[:active]
-            ip = p + w
-            if ip.size and int(ip.max()) >= fre_end:
-                i = int(np.nonzero(ip >= fre_end)[0][0])
-                raise SFrameFormatError("FRE runs past the FRE sub-section end",
-                                        offset=int(p[i]), path=path)
-            finfo = buf[ip].astype(np.int64)
-            code = (finfo >> 5) & 3
-            if (code == 3).any():
-                i = int(np.nonzero(code == 3)[0][0])
-                raise SFrameFormatError("FRE with invalid data-word size code 3",
-                                        offset=int(ip[i]), path=path)
-            ws = np.left_shift(1, code)
-            nxt = ip + 1 + ((finfo >> 1) & 0xF) * ws
-            if nxt.size and int(nxt.max()) > fre_end:
-                i = int(np.nonzero(nxt > fre_end)[0][0])
-                raise SFrameFormatError("FRE data words run past the FRE sub-section end",
-                                        offset=int(p[i]), path=path)
-            fre_pos[first_by[:active] + j] = p
-            pos[:active] = nxt
+        fre_pos = fre_positions(data, buf, fres_at[order], width[order], nfres_s, fre_end, path)
         # Decode every FRE at once.
         fde_of_fre = np.repeat(np.arange(n, dtype=np.int64), nfres_s)
         fw = width[order][fde_of_fre]
         padded = np.concatenate([buf, np.zeros(8, dtype=np.uint8)])
-        fre_start = _read_uint(padded, fre_pos, fw, big)
+        fre_start = read_uint(padded, fre_pos, fw, big)
         finfo = padded[fre_pos + fw].astype(np.int64)
         count = (finfo >> 1) & 0xF
         wsz = np.left_shift(1, (finfo >> 5) & 3)
@@ -303,7 +263,7 @@ class SFrameTable:
             has = count > k
             if not has.any():
                 break
-            u = _read_uint(padded, np.where(has, wbase + k * wsz, 0), wsz, big)
+            u = read_uint(padded, np.where(has, wbase + k * wsz, 0), wsz, big)
             u = np.where(has, u, 0)
             sign = np.left_shift(1, 8 * wsz - 1)
             s = np.where(u >= sign, u - 2 * sign, u)
@@ -913,41 +873,3 @@ def _rule(kind: int, offset: int, reg: int) -> Rule:
     if k in (RuleKind.REG_OFFSET, RuleKind.REG_OFFSET_DEREF):
         return Rule(k, offset, reg)
     return Rule(k, offset)
-
-
-def _walk_chain(data: bytes, p: int, width: int, j0: int, n: int, fre_end: int,
-                fre_pos: np.ndarray, first: int, path: str | None) -> None:
-    """Positions of FREs ``j0..n-1`` of one FDE, starting at ``p`` (checked like decode)."""
-    out = []
-    for _ in range(j0, n):
-        ip = p + width
-        if ip >= fre_end:
-            raise SFrameFormatError("FRE runs past the FRE sub-section end", offset=p, path=path)
-        finfo = data[ip]
-        code = (finfo >> 5) & 3
-        if code == 3:
-            raise SFrameFormatError("FRE with invalid data-word size code 3", offset=ip,
-                                    path=path)
-        nxt = ip + 1 + ((finfo >> 1) & 0xF) * (1 << code)
-        if nxt > fre_end:
-            raise SFrameFormatError("FRE data words run past the FRE sub-section end",
-                                    offset=p, path=path)
-        out.append(p)
-        p = nxt
-    fre_pos[first + j0:first + n] = out
-
-
-def _read_uint(buf: np.ndarray, pos: np.ndarray, width: np.ndarray, big: bool) -> np.ndarray:
-    """Unsigned integers of per-element width 1/2/4 at ``pos`` (buf padded by >= 4 bytes)."""
-    b0 = buf[pos].astype(np.int64)
-    b1 = buf[pos + 1].astype(np.int64)
-    b2 = buf[pos + 2].astype(np.int64)
-    b3 = buf[pos + 3].astype(np.int64)
-    if big:
-        v2 = (b0 << 8) | b1
-        v4 = (b0 << 24) | (b1 << 16) | (b2 << 8) | b3
-    else:
-        v2 = b0 | (b1 << 8)
-        v4 = b0 | (b1 << 8) | (b2 << 16) | (b3 << 24)
-    return np.where(width == 1, b0, np.where(width == 2, v2, v4))
-
