@@ -728,4 +728,3 @@ def test_edits_of_decoded_fres_are_encoded() -> None:
     assert validate(again) == []
     s.fdes[0].fres.append(fre(0x1F00, 16))
     assert "    Num FREs: 3\n" in dump_text(s, filename="x")
-

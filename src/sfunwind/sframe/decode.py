@@ -223,4 +223,3 @@ def decode(data: bytes | bytearray | memoryview, *, section_address: int = 0,
     return SFrameSection(header=header, fdes=fdes, section_address=section_address, path=path,
                          data=data, trailing=data[fre_end:],
                          decoded_counts=(len(fdes), sum(len(f.fres) for f in fdes)))
-
