@@ -13,7 +13,16 @@ The table is a set of numpy arrays (one entry per FDE sorted by start, one per F
 ``find_many`` answers a whole array of PCs with a few vectorised passes, and the rules of
 every FRE are resolved once at build time.  :meth:`SFrameTable.from_bytes` builds it
 straight from the section bytes without creating Python objects per FRE (the fast path for
-kernel-sized sections); ``SFrameTable(section)`` builds it from a decoded/built model.
+kernel-sized sections); ``SFrameTable(section)`` builds it from a decoded/built model;
+:meth:`SFrameTable.from_file` finds the section in a file and takes the fast path.
+
+``find`` (one PC) uses plain Python sequences built on its first call: a bucket index over
+the FREs' absolute starts (one short bisect per lookup when FDEs are sorted and disjoint,
+the general FDE-then-FRE search otherwise), and one rule prototype per distinct rule
+combination; the rows of the last 65536 FREs looked up are kept (rows are immutable).
+
+V1 PCMASK FDEs have no rep_size; their FRE starts are taken as offsets from the function
+start (libsframe 2.40's 8-bit-mask comparison never matched real PLTs).
 
 Rule mapping (``sfunwind.rules``; the kernel's ``unwind_types.h`` model): AArch64 ``u`` RA
 -> RETAIN (still in x30), ``c-8`` -> CFA_OFFSET_DEREF(-8); the x86-64 fixed RA ->
