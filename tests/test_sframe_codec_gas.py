@@ -194,7 +194,9 @@ def test_generator_is_deterministic(tmp_path: Path) -> None:
     assert gen_program("x86_64", 1, 5) != gen_program("x86_64", 2, 5)
 
 
-def _built_section(abi, version: int, n: int = 400):  # type: ignore[no-untyped-def]
+def _built_section(abi, version: int, n: int = 400,  # type: ignore[no-untyped-def]
+                   sizes: tuple[int, ...] = (8, 40, 200, 300, 4000, 70000),
+                   first_size: int | None = None):
     """A varied section made by the encoder alone (no assembler involved)."""
     from sfunwind.sframe import (
         ABI,
@@ -210,8 +212,8 @@ def _built_section(abi, version: int, n: int = 400):  # type: ignore[no-untyped-
     flex_ok = version == 3 and abi in (ABI.AMD64_LE, ABI.S390X_BE)
     fdes = []
     addr = 0x10000
-    for _ in range(n):
-        size = rnd.choice([8, 40, 200, 300, 4000, 70000])
+    for k in range(n):
+        size = first_size if k == 0 and first_size else rnd.choice(sizes)
         kind = rnd.random()
         if kind < 0.1 and flex_ok:
             sp, fp = (7, 6) if abi is ABI.AMD64_LE else (15, 11)
@@ -221,7 +223,8 @@ def _built_section(abi, version: int, n: int = 400):  # type: ignore[no-untyped-
                                         0x02, -16])]
             fdes.append(SFrameFDE(addr, size, kind=FDEKind.FLEX, fres=fres))
         elif kind < 0.15 and version >= 2 and abi is ABI.AMD64_LE:
-            fdes.append(SFrameFDE(addr, 64, fde_type=FDEType.PCMASK, rep_size=16,
+            size = 64  # four 16-byte PLT entries
+            fdes.append(SFrameFDE(addr, size, fde_type=FDEType.PCMASK, rep_size=16,
                                   fres=[SFrameFRE(0, words=[8]), SFrameFRE(11, words=[16])]))
         elif kind < 0.18 and version == 3:
             fdes.append(SFrameFDE(addr, size, signal=True))
@@ -247,7 +250,9 @@ def _built_section(abi, version: int, n: int = 400):  # type: ignore[no-untyped-
                                   if abi in (ABI.AARCH64_LE, ABI.AARCH64_BE) else 0, fres=fres))
         addr += size + rnd.choice([0, 0, 4, 64])
     rnd.shuffle(fdes)  # FRE blobs in a different order than the sorted index, like ld
-    return SFrameSection.build(abi, fdes, version=version)
+    section = SFrameSection.build(abi, fdes, version=version)
+    assert validate(section) == []
+    return section
 
 
 @pytest.mark.parametrize("fixture,prefix,abi", [
@@ -281,3 +286,54 @@ def test_encoder_output_reads_the_same_in_objdump(sid, fixture: str, prefix: str
             assert dump_text(loaded, filename="out") == (work / "out.txt").read_text(), version
     finally:
         sid.cleanup(work)
+
+
+@pytest.mark.parametrize("abi", ["AARCH64_LE", "AARCH64_BE", "AMD64_LE", "S390X_BE"])
+def test_lookup_of_encoder_sections_agrees_with_libsframe(sid, abi: str) -> None:  # type: ignore[no-untyped-def]
+    """libsframe 2.47's sframe_find_fre (tools/libsframe_oracle.c) on sections the encoder
+    wrote: same hit/miss, FRE, CFA offset and signed-RA bit for every PC of every FDE, the
+    gaps, and around the ends (FLEX rows: hit/miss and FRE only; their getters differ)."""
+    from sfunwind.sframe import ABI
+
+    oracle_src = Path(__file__).parent.parent / "tools" / "libsframe_oracle.c"
+    if not oracle_src.exists():
+        pytest.skip("tools/libsframe_oracle.c missing")
+    # one function over 64 KiB (4-byte FRE starts), the others small (the oracle examines
+    # every byte)
+    section = _built_section(ABI[abi], 3, n=150, sizes=(8, 40, 200, 300, 1200),
+                             first_size=66000)
+    data = encode(section)
+    work = sid.scratch()
+    try:
+        (work / "oracle.c").write_text(oracle_src.read_text())
+        (work / "sec.bin").write_bytes(data)
+        out = sid.run("gcc -O2 -o oracle oracle.c -l:libsframe.a && ./oracle sec.bin 0",
+                      cwd=work).stdout
+    finally:
+        sid.cleanup(work)
+    table = SFrameTable(decode(data))
+    pcs, lines = [], []
+    for line in out.splitlines():
+        if line.startswith(("#", "fde ")):
+            continue
+        parts = line.split()
+        pcs.append(int(parts[0], 16))
+        lines.append(parts[1:])
+    res = table.find_many(np.array(pcs, dtype=np.uint64))
+    checked = 0
+    for k, (pc, parts) in enumerate(zip(pcs, lines, strict=True)):
+        if parts[0] == "miss":
+            assert not res.found[k], hex(pc)
+            continue
+        kv = dict(x.split("=", 1) for x in parts[1:])
+        assert res.found[k], (hex(pc), parts)
+        r = int(res.row[k])
+        assert int(kv["fre"], 16) == int(table.fre_start[r]), hex(pc)
+        assert int(kv["mangled"]) == int(res.ra_signed[k]), hex(pc)
+        flex = table.fde_kind[res.fde[k]] == 1
+        if kv["cfa"] != "none" and not flex and not res.outermost[k]:
+            assert int(kv["cfa"]) == int(res.cfa_offset[k]), (hex(pc), parts)
+        if kv["ra"] == "undef":
+            assert res.outermost[k]
+        checked += 1
+    assert checked > 10_000
