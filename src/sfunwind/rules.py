@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import NamedTuple
 
 #: DWARF register numbers used by the rules.
 AARCH64_FP = 29
@@ -107,13 +108,16 @@ class PAuthKey(enum.Enum):
     B = "B"
 
 
-@dataclass(frozen=True, slots=True)
-class UnwindRow:
+class UnwindRow(NamedTuple):
     """How to unwind one frame at the PCs ``[start, end)`` (absolute addresses when known).
 
     ``outermost`` is True when the RA is undefined (the frame is the last one: SFrame's
     zero-word FRE, DWARF ``DW_CFA_undefined`` of the RA column); such a row carries no usable
     CFA/RA/FP rules.
+
+    A named tuple rather than a frozen dataclass: rows are built on every cold lookup, and a
+    frozen dataclass's ``__init__`` (one ``object.__setattr__`` per field) costs ~1.1 µs
+    against ~0.3 µs here; immutability, hashing and equality are the same.
     """
 
     cfa: CfaRule

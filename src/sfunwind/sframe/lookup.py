@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import array
 import bisect
-import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -578,7 +577,13 @@ class SFrameTable:
         i, r = hit
         if self._pcmask_list[i]:
             return self._make_row(r, pc)
-        return self._row_of(r)
+        row = self._row_cache.get(r)
+        if row is None:
+            row = self._make_row(r, None)
+            if len(self._row_cache) >= _ROW_CACHE_SIZE:
+                self._row_cache.clear()
+            self._row_cache[r] = row
+        return row
 
     def _fast_finder(self):  # type: ignore[no-untyped-def]
         """``find`` for regular tables as a closure: every table it reads is a local.
@@ -590,31 +595,41 @@ class SFrameTable:
         shift = self._abs_shift
         buckets = self._abs_buckets
         starts = self._abs_starts_list
-        ends = _int_array(np.where(self.fde_pcmask[self.fre_fde], _U64(0), self.fre_abs_end),
-                          "Q")
+        # One interleaved table, 4 words a row — (end for the fast path, start, end,
+        # signature) — so that a cold lookup touches one cache line instead of four arrays.
+        # PCMASK rows have fast-path end 0: one comparison sends them (and only them, and any
+        # true miss) off to the general path.
+        info = np.empty((len(self.fre_abs_end), 4), dtype=_U64)
+        info[:, 0] = np.where(self.fde_pcmask[self.fre_fde], _U64(0), self.fre_abs_end)
+        info[:, 1] = self.fre_abs_start
+        info[:, 2] = self.fre_abs_end
+        info[:, 3] = np.asarray(self._sig, dtype=_U64)
+        rowinfo = _int_array(info.ravel(), "Q")
         general = self._general_find
         bisect_right = bisect.bisect_right
         protos = self._protos
-        sig = self._sig
         prototype = self._prototype
         make_row = self._make_row
-        abs_start = self._abs_start_arr
-        abs_end = self._lists_abs_end
+        tuple_new = tuple.__new__
 
-        def build(r: int) -> UnwindRow:
+        def build(r: int, i: int) -> UnwindRow:
             # _make_row for a PCINC row, inlined (this is the whole cost of a cold lookup)
-            proto = protos[sig[r]]
+            proto = protos[rowinfo[i + 3]]
             if proto is None:
                 proto = prototype(r)
             if proto[0]:
                 return make_row(r, None)  # raises the malformed-FRE error
             if proto[1]:
-                return outermost_row(abs_start[r], abs_end[r], signal=proto[7])
-            return UnwindRow(proto[2], proto[3], proto[4], proto[5], proto[6], False, proto[7],
-                             abs_start[r], abs_end[r])
+                return outermost_row(rowinfo[i + 1], rowinfo[i + 2], signal=proto[7])
+            # tuple.__new__ straight from the prototype's leading fields: skips the named
+            # tuple's Python-level __new__
+            return tuple_new(UnwindRow, (*proto[8], rowinfo[i + 1], rowinfo[i + 2]))
 
-        row_of = functools.lru_cache(maxsize=_ROW_CACHE_SIZE)(build)
-        self._row_of = row_of
+        # Rows are immutable: a plain dict of the rows built so far serves repeated lookups
+        # (cheaper than functools.lru_cache on a miss; emptied when it reaches its bound).
+        cache: dict[int, UnwindRow] = self._row_cache
+        cache_get = cache.get
+        limit = _ROW_CACHE_SIZE
 
         def find(pc: int) -> UnwindRow | None:
             x = pc - base
@@ -622,17 +637,24 @@ class SFrameTable:
                 return None
             k = x >> shift
             r = bisect_right(starts, x, buckets[k], buckets[k + 1] + 1) - 1
-            end = ends[r]
+            i = r << 2
+            end = rowinfo[i]
             if pc >= end:
                 return general(pc) if end == 0 else None
-            return row_of(r)
+            row = cache_get(r)
+            if row is None:
+                row = build(r, i)
+                if len(cache) >= limit:
+                    cache.clear()
+                cache[r] = row
+            return row
 
         return find
 
     def clear_cache(self) -> None:
-        """Forget the rows built so far (the last 65536 are kept for repeated lookups)."""
+        """Forget the rows built so far (up to 65536 are kept for repeated lookups)."""
         if self._scalar_ready:
-            self._row_of.cache_clear()
+            self._row_cache.clear()
 
     def find_index(self, pc: int) -> tuple[int, int] | None:
         """``(sorted FDE index, flat FRE row)`` for ``pc``, or None."""
@@ -697,12 +719,12 @@ class SFrameTable:
         self._abs_start_arr = _int_array(self.fre_abs_start, "Q")
         self._fre_pcmask = _int_array(self.fde_pcmask[self.fre_fde]) if n else array.array("q")
         self._prepare_signatures()
-        # Rows are immutable: an LRU (in C) of recent ones serves repeated lookups.
-        self._row_of = functools.lru_cache(maxsize=_ROW_CACHE_SIZE)(
-            functools.partial(self._make_row, pc=None))
+        self._row_cache: dict[int, UnwindRow] = {}
         self._find = self._fast_finder() if self._abs_starts_list is not None \
             else self._general_find
         self._scalar_ready = True
+        # From now on ``table.find`` is the closure itself: no method frame per lookup.
+        self.find = self._find  # type: ignore[method-assign]
 
     def _prepare_signatures(self) -> None:
         """Give every FRE the id of its rule combination (typically a few hundred distinct
@@ -746,13 +768,17 @@ class SFrameTable:
                       None if ck in (CFA_SP, CFA_FP) else int(self.fre_cfa_reg[q]))
         ra = _rule(int(self.fre_ra_kind[q]), int(self.fre_ra_offset[q]), int(self.fre_ra_reg[q]))
         fp = _rule(int(self.fre_fp_kind[q]), int(self.fre_fp_offset[q]), int(self.fre_fp_reg[q]))
-        proto = (bool(self.fre_invalid[q]), outer, cfa, ra, fp, bool(self.fre_mangled[q]),
-                 PAuthKey.B if self.fre_pauth[q] else PAuthKey.A, bool(self.fre_signal[q]))
+        signed = bool(self.fre_mangled[q])
+        key = PAuthKey.B if self.fre_pauth[q] else PAuthKey.A
+        signal = bool(self.fre_signal[q])
+        # [8]: the row's leading fields (all but start/end), ready to be extended
+        proto = (bool(self.fre_invalid[q]), outer, cfa, ra, fp, signed, key, signal,
+                 (cfa, ra, fp, signed, key, False, signal))
         self._protos[g] = proto
         return proto
 
     def _make_row(self, r: int, pc: int | None) -> UnwindRow:
-        invalid, outer, cfa, ra, fp, signed, key, signal = self._prototype(r)
+        invalid, outer, cfa, ra, fp, signed, key, signal, _ = self._prototype(r)
         if invalid:
             off = int(self.fre_offset[r])
             raise SFrameFormatError(
