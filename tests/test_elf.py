@@ -21,8 +21,7 @@ CORPUS = Path(__file__).parent / "data" / "sframe"
 
 def fixture(name: str, tc: str = "v3-binutils-2.47") -> Path:
     p = CORPUS / tc / name
-    if not p.exists():
-        pytest.skip(f"corpus fixture {tc}/{name} missing")
+    assert p.exists(), f"corpus fixture {tc}/{name} missing (tools/build_sframe_corpus.py)"
     return p
 
 
