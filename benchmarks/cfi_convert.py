@@ -10,8 +10,7 @@ In one run it times:
 * ``readelf --debug-dump=frames-interp`` on the same file (binutils, C; output discarded;
   best of 3) — target: sfunwind within 2x;
 * pyelftools: ``get_dwarf_info().CFI_entries()`` plus ``get_decoded()`` of every entry —
-  target: sfunwind at least 20x faster.  (Slow: ~30 s.  Its time is cached per build ID and
-  pyelftools version; ``--no-cache`` re-measures.)
+  target: sfunwind at least 20x faster.  (Slow: ~30 s; ``--quick`` leaves it out.)
 * the cached path: ``sfunwind.cfi.kernel_sframe_bytes`` a second time (build-ID cache hit).
 
 Peak memory target: under 1 GB.  Run: ``.venv/bin/python benchmarks/cfi_convert.py``.
@@ -97,7 +96,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--vmlinux", type=Path, default=VMLINUX_XZ)
     ap.add_argument("--cache-dir", type=Path, default=None)
-    ap.add_argument("--no-cache", action="store_true", help="re-measure pyelftools")
+    ap.add_argument("--quick", action="store_true", help="skip the ~30 s pyelftools run")
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
 
@@ -137,14 +136,13 @@ def main() -> int:
 
     import elftools
 
-    pe_cache = cache / f"bench-pyelftools-{build_id}-{elftools.__version__}.json"
-    if pe_cache.exists() and not args.no_cache:
-        pe = json.loads(pe_cache.read_text())
-        note = " (cached measurement; --no-cache to re-run)"
-    else:
-        pe = time_pyelftools(path)
-        pe_cache.write_text(json.dumps(pe))
-        note = ""
+    # The peer is measured in this run, every run (never a remembered number); --quick
+    # leaves it out and prints no ratio against it.
+    if args.quick:
+        print("pyelftools: not measured (--quick)")
+        return 0
+    pe = time_pyelftools(path)
+    note = f" (pyelftools {elftools.__version__})"
     print(f"pyelftools {pe['version']} CFI_entries + get_decoded: {pe['seconds']:.1f} s "
           f"({pe['entries']} entries, {pe['rows']} rows){note}")
     ours_cpu = min(r["cpu"] for r in runs)
