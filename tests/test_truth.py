@@ -37,7 +37,7 @@ from sfunwind.unwind.arm64 import unwind
 from sfunwind.unwind.trace import Mode, Source
 
 DATA = Path(__file__).parent / "data" / "truth"
-IMAGES = {b: DATA / f"truth-{b}.elf" for b in ("sibcall", "nosibcall")}
+IMAGES = {b: DATA / f"truth-{b}.elf" for b in ("sibcall", "nosibcall", "sibcall-v6cfi")}
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -110,7 +110,7 @@ def test_image_layout_matches_the_kernel(sib: TruthImage) -> None:
     nosib = TruthImage(IMAGES["nosibcall"])
     count = {b: int(np.count_nonzero(img.classes == 3)) for b, img in
              (("sib", sib), ("nosib", nosib))}
-    assert count["sib"] > 40 and count["nosib"] == 0
+    assert count["sib"] > 20 and count["nosib"] == 0
 
 
 def test_uninterrupted_and_interrupted_runs_agree(sib: TruthImage, sib_ref, caps) -> None:  # type: ignore[no-untyped-def]
@@ -220,15 +220,21 @@ def test_pac_signed_return_addresses_are_stripped(sib: TruthImage, caps) -> None
 
 #: The only points with SFrame rows where sframe mode may be (exact but) unreliable, with
 #: the reason (see test_call_on_irq_stack_at_every_instruction):
-#: * call_on_irq_stack+0xc: v6 3/9's CFI still says CFA = SP+0 after the pre-indexed
-#:   ``stp x29, x30, [sp, #-16]!`` (the real CFA is SP+16); the unwinder's frame-shape check
-#:   sees the caller's record 16 bytes off and refuses to call the trace reliable;
 #: * +0x1c..+0x28 with the IRQ stack above the task stack: FP-based CFA with x29 (task
-#:   stack) below regs->sp (IRQ stack), which the sframe step rejects.
+#:   stack) below regs->sp (IRQ stack), which the sframe step rejects (the issue's mandated
+#:   "FP must be >= SP" rule: unreliable with the right reason);
+#: * only in the sibcall-v6cfi build: call_on_irq_stack+0xc, where v6 3/9's CFI still says
+#:   CFA = SP+0 after the pre-indexed ``stp x29, x30, [sp, #-16]!`` (the real CFA is SP+16);
+#:   the unwinder's frame-shape check sees the caller's record 16 bytes off and refuses to
+#:   call the trace reliable.  The default builds carry the corrected CFI.
 _SHAPE = re.compile(r"call_on_irq_stack\+0xc \[asm-cfi, irq\]: unreliable frame-shape$")
 _FP_BELOW_SP = re.compile(r"call_on_irq_stack\+0x(1c|20|24|28) \[asm-cfi, irq\]: "
                           r"unreliable sframe-fp-below-sp$")
-KNOWN_WINDOWS = {"above": (_SHAPE, _FP_BELOW_SP), "below": (_SHAPE,)}
+
+
+def known_windows(doc: dict) -> tuple[re.Pattern[str], ...]:  # type: ignore[type-arg]
+    windows = (_FP_BELOW_SP,) if doc["irq_stack"] == "above" else ()
+    return windows + ((_SHAPE,) if "v6cfi" in doc["image"] else ())
 
 
 def check_targets(doc: dict) -> None:  # type: ignore[type-arg]
@@ -245,7 +251,7 @@ def check_targets(doc: dict) -> None:  # type: ignore[type-arg]
     # the one known exception: call_on_irq_stack between the switch to the IRQ stack and the
     # switch back, when the IRQ stack lies above the task stack (test_call_on_irq_stack_...)
     for key in t["with_rows_failures"]:
-        assert any(w.match(key) for w in KNOWN_WINDOWS[doc["irq_stack"]]), key
+        assert any(w.match(key) for w in known_windows(doc)), key
     assert t["with_rows_exact_reliable"] + sum(t["with_rows_failures"].values()) == \
         t["with_rows"]
     assert t["without_rows"] > 0
@@ -275,19 +281,27 @@ def test_cli_run_meets_the_targets_without_sibling_calls() -> None:
     doc = json.loads(out.stdout)
     assert len(doc) == 1 and doc[0]["sframe_ok"] and doc[0]["sframe_exact_with_rows"]
     check_targets(doc[0])
+    # coverage is reported per function: every workload function is listed or complete
+    assert doc[0]["workload_functions"] > 100
+    assert doc[0]["interrupted_pcs"] <= doc[0]["executed_pcs"] <= doc[0]["workload_instructions"]
 
 
-@pytest.mark.parametrize("placement", ["above", "below"])
-def test_call_on_irq_stack_at_every_instruction(sib: TruthImage, sib_ref, placement: str) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(("build", "placement"), [("sibcall", "above"), ("sibcall", "below")])
+def test_call_on_irq_stack_at_every_instruction(sib: TruthImage, sib_ref, build: str,
+                                                placement: str) -> None:  # type: ignore[no-untyped-def]
     """Nested IRQs at every instruction of call_on_irq_stack (its first three executions,
     all inside a work IRQ).  Between ``add sp, x16, #IRQ_STACK_SIZE`` and ``mov sp, x29``
     the CFA is FP-based with x29 on the task stack and SP on the IRQ stack: the sframe
     step's ``fp >= regs->sp`` rule holds only when the IRQ stack lies below the task stack;
     otherwise the trace is still exact (FP fallback) but must be, and is, unreliable.  At
-    +0xc v6's CFI is 16 bytes off (KNOWN_WINDOWS): exact, and unreliable if the unwinder
-    checks frame placement."""
+    +0xc the corrected CFI (CFA = SP+16 right after the pre-indexed stp) is exact and
+    reliable; v6 3/9's CFI as posted (sibcall-v6cfi) is 16 bytes off there: exact (FP
+    fallback), and unreliable by the frame-shape check."""
+    if build != "sibcall":
+        sib = TruthImage(IMAGES[build])
     # ret_from_fork keeps a preset irq_stack_ptr: the "below" timeline is 3 insns shorter
-    ref = sib_ref if placement == "above" else reference(sib, irq_stack=placement)
+    ref = sib_ref if (placement, build) == ("above", "sibcall") else \
+        reference(sib, irq_stack=placement)
     sym = sib.symbol("call_on_irq_stack")
     positions = set()
     for address in range(sym.address, sym.address + sym.size, 4):
@@ -311,10 +325,35 @@ def test_call_on_irq_stack_at_every_instruction(sib: TruthImage, sib_ref, placem
         assert res.exact  # the FP fallback gets every frame right; the verdict differs
         if placement == "above" and 0x1c <= offset <= 0x28:
             assert not res.reliable and res.reasons == ("sframe-fp-below-sp",)
-        elif offset == 0xc and not res.reliable:
-            assert res.reasons == ("frame-shape",)  # v6's CFA = SP+0 after the stp
+        elif offset == 0xc and build == "sibcall-v6cfi":
+            # v6's CFA = SP+0 after the stp: the caller's record is 16 bytes off, which the
+            # frame-shape check catches unless the stale slot happens to look right
+            assert res.reliable or res.reasons == ("frame-shape",)
         else:
             assert res.reliable, (hex(offset), res.reasons)
+
+
+def test_v6_cfi_defect_at_the_pre_indexed_stp() -> None:
+    """v6 3/9's CFI as posted (the sibcall-v6cfi build) leaves CFA = SP+0 after
+    ``stp x29, x30, [sp, #-16]!`` at call_on_irq_stack+0xc; the record is already stored and
+    SP has moved, so the truth is CFA = SP+16 with FP/LR at CFA-16/-8, which is what the
+    corrected CFI of the default builds says.  Everywhere else the two agree."""
+    from sfunwind.rules import CfaKind, RuleKind
+    from sfunwind.truth.snapshot import _image_and_table
+
+    rows = {}
+    for build in ("sibcall", "sibcall-v6cfi"):
+        image, table = _image_and_table(IMAGES[build], None, None)
+        sym = image.symbol("call_on_irq_stack")
+        rows[build] = [table.find(sym.address + off) for off in range(0, sym.size, 4)]
+    fixed, v6 = rows["sibcall"][3], rows["sibcall-v6cfi"][3]
+    assert (fixed.cfa.kind, fixed.cfa.offset) == (CfaKind.SP_OFFSET, 16)
+    assert (fixed.ra.kind, fixed.ra.offset, fixed.fp.offset) == \
+        (RuleKind.CFA_OFFSET_DEREF, -8, -16)
+    assert (v6.cfa.kind, v6.cfa.offset, v6.ra.kind) == (CfaKind.SP_OFFSET, 0, RuleKind.RETAIN)
+    for i, (a, b) in enumerate(zip(rows["sibcall"], rows["sibcall-v6cfi"], strict=True)):
+        if i != 3:
+            assert (a.cfa, a.ra, a.fp) == (b.cfa, b.ra, b.fp), hex(4 * i)
 
 
 # -- snapshots ------------------------------------------------------------------------------

@@ -5,7 +5,8 @@
  *  - vectors / el1h_64_irq / el1h_64_sync / ret_to_kernel: no CFI (v6 drops it, §17.3);
  *    kernel_entry saves a 320-byte pt_regs, zeroes stackframe, sets type PT_REGS and points
  *    x29 at it, exactly at the kernel's offsets.
- *  - call_on_irq_stack: full-function CFI as added by v6 3/9.
+ *  - call_on_irq_stack: full-function CFI as added by v6 3/9 (-DTRUTH_V6_CFI, the
+ *    sibcall-v6cfi build), or corrected (CFA = SP+16 right after the pre-indexed stp).
  *  - ret_from_fork: the task's first frame; its pt_regs at the top of init_stack holds the
  *    FINAL frame_record_meta.
  *  - memset/memcpy: unannotated asm (no CFI); memset tail-calls __memset_generic (b).
@@ -132,7 +133,7 @@ sym_func ret_to_kernel
 	kernel_exit
 sym_end ret_to_kernel
 
-/* ---- call_on_irq_stack(regs, func): CFI of the SFrame series v6 3/9 --------------------- */
+/* ---- call_on_irq_stack(regs, func): v6 3/9's CFI (TRUTH_V6_CFI) or the corrected one --- */
 
 sym_func call_on_irq_stack
 	.cfi_startproc
@@ -140,10 +141,22 @@ sym_func call_on_irq_stack
 	msr	daifset, #3
 	/* Create a frame record to save our LR and SP (implicit in FP) */
 	stp	x29, x30, [sp, #-16]!
-	mov	x29, sp
-	.cfi_def_cfa 29, 16
+#ifndef TRUTH_V6_CFI
+	/*
+	 * Corrected CFI: the pre-indexed stp moved SP down by 16, so the CFA is SP+16 from
+	 * here on, and the record is already stored.  v6 3/9 as posted (TRUTH_V6_CFI) says
+	 * nothing until after the mov, leaving CFA = SP+0 at +0xc: 16 bytes off.
+	 */
+	.cfi_def_cfa_offset 16
 	.cfi_offset 29, -16
 	.cfi_offset 30, -8
+#endif
+	mov	x29, sp
+	.cfi_def_cfa 29, 16
+#ifdef TRUTH_V6_CFI
+	.cfi_offset 29, -16
+	.cfi_offset 30, -8
+#endif
 	adrp	x16, irq_stack_ptr
 	ldr	x16, [x16, :lo12:irq_stack_ptr]
 	/* Move to the new stack and call the function there */

@@ -21,7 +21,7 @@ static unsigned long lz4_state[(16 * 1024 + 64) / sizeof(unsigned long)];
 static unsigned char irq_buffer[512];
 
 /* A bump allocator for zlib (reset per stream); zlib's Z_SOLO mode needs zalloc/zfree. */
-static unsigned char arena[96 * 1024] __attribute__((aligned(16)));
+static unsigned char arena[320 * 1024] __attribute__((aligned(16)));
 static unsigned long arena_used;
 
 static voidpf arena_alloc(voidpf opaque, uInt items, uInt size)
@@ -304,13 +304,407 @@ static noinline void check_state(unsigned long value)
 		asm volatile("brk #0x800" ::: "memory");
 }
 
+
+/* ---- rare and error paths ----------------------------------------------------------------
+ * Everything below drives the code the round trips above do not: corrupted and truncated
+ * streams, every zlib wrapper/level/strategy/window/memLevel, flush modes, one-byte buffers,
+ * dictionaries, LZ4's dictionary/ext-dict/prefix modes, 64 KiB+ inputs, limited outputs, and
+ * XXH3 with seeds and secrets at every length class.  Results (including error codes) are
+ * folded into the task's checksum, which must not change when the harness interrupts. */
+
+#define BIG_SIZE (70 * 1024)
+static unsigned char big[BIG_SIZE];
+static unsigned char big_packed[BIG_SIZE + BIG_SIZE / 255 + 64];
+static unsigned char big_out[BIG_SIZE];
+static unsigned char scratch[INPUT_SIZE + 1024];
+
+static void zinit(z_stream *strm)
+{
+	memset(strm, 0, sizeof(*strm));
+	arena_used = 0;
+	strm->zalloc = arena_alloc;
+	strm->zfree = arena_free;
+}
+
+/* Inflate src (raw/zlib per window_bits) with the given input and output chunk sizes;
+ * returns the last return code mixed with the output length. */
+static noinline unsigned long inflate_with(const unsigned char *src, unsigned long n,
+					   int window_bits, unsigned in_chunk, unsigned out_chunk,
+					   const unsigned char *dict, unsigned dict_len)
+{
+	z_stream strm;
+	int ret = Z_OK;
+	unsigned long steps = 0;
+
+	zinit(&strm);
+	if (inflateInit2(&strm, window_bits) != Z_OK)
+		return 0x100;
+	strm.next_in = (Bytef *)src;
+	strm.next_out = scratch;
+	while (steps++ < 100000) {
+		unsigned long in_left = n - (unsigned long)(strm.next_in - src);
+		unsigned long out_left = sizeof(scratch) - (unsigned long)(strm.next_out - scratch);
+
+		strm.avail_in = (uInt)(in_left < in_chunk ? in_left : in_chunk);
+		strm.avail_out = (uInt)(out_left < out_chunk ? out_left : out_chunk);
+		ret = inflate(&strm, strm.avail_in == in_left ? Z_FINISH : Z_NO_FLUSH);
+		if (ret == Z_NEED_DICT && dict)
+			ret = inflateSetDictionary(&strm, dict, dict_len);
+		if (ret != Z_OK && ret != Z_BUF_ERROR)
+			break;
+		if (ret == Z_BUF_ERROR && strm.avail_in == 0 && in_left == 0)
+			break;
+	}
+	inflateEnd(&strm);
+	return ((unsigned long)(ret + 16) << 32) ^ strm.total_out ^ (strm.msg ? strm.msg[0] : 0);
+}
+
+/* Deflate input[0..n) with every knob; out_chunk/in_chunk small drive the pending/flush
+ * paths; flush is used between chunks. Returns the compressed length or an error code. */
+#define DEFLATE_FAILED (1UL << 40)
+
+static noinline unsigned long deflate_with(int level, int strategy, int window_bits,
+					   int mem_level, unsigned long n, unsigned in_chunk,
+					   unsigned out_chunk, int flush, int params_at)
+{
+	z_stream strm;
+	int ret = Z_OK;
+	unsigned long steps = 0;
+
+	zinit(&strm);
+	ret = deflateInit2(&strm, level, Z_DEFLATED, window_bits, mem_level, strategy);
+	if (ret != Z_OK)
+		return DEFLATE_FAILED + (unsigned long)(ret + 16);
+	strm.next_in = input;
+	strm.next_out = packed;
+	while (steps++ < 200000) {
+		unsigned long in_left = n - strm.total_in;
+		unsigned long out_left = sizeof(packed) - strm.total_out;
+		int mode;
+
+		if (params_at && strm.total_in >= (unsigned long)params_at) {
+			deflateParams(&strm, level == 0 ? 9 : 0, Z_DEFAULT_STRATEGY);
+			params_at = 0;
+		}
+		strm.avail_in = (uInt)(in_left < in_chunk ? in_left : in_chunk);
+		strm.avail_out = (uInt)(out_left < out_chunk ? out_left : out_chunk);
+		mode = strm.avail_in == in_left ? Z_FINISH : flush;
+		ret = deflate(&strm, mode);
+		if (ret == Z_STREAM_END || (ret != Z_OK && ret != Z_BUF_ERROR))
+			break;
+	}
+	deflateEnd(&strm);
+	if (ret != Z_STREAM_END)
+		return DEFLATE_FAILED + 0x100 + (unsigned long)(ret + 16);
+	return strm.total_out;
+}
+
+static noinline unsigned long zlib_matrix(void)
+{
+	static const struct { signed char level, strategy, wbits, mem; unsigned short in, out;
+			      signed char flush; short params; } cases[] = {
+		{ 0, Z_DEFAULT_STRATEGY, 15, 2, 6144, 6200, Z_NO_FLUSH, 0 },
+		{ 0, Z_DEFAULT_STRATEGY, -9, 1, 100, 7, Z_NO_FLUSH, 0 },
+		{ 0, Z_DEFAULT_STRATEGY, 9, 2, 3000, 50, Z_SYNC_FLUSH, 0 },
+		{ 0, Z_DEFAULT_STRATEGY, 12, 3, 700, 6200, Z_FULL_FLUSH, 3000 },
+		{ 0, Z_DEFAULT_STRATEGY, 8, 1, 1, 6200, Z_NO_FLUSH, 0 },
+		{ 0, Z_DEFAULT_STRATEGY, 13, 4, 600, 1, Z_BLOCK, 0 },
+		{ 1, Z_DEFAULT_STRATEGY, 15, 4, 1000, 1, Z_PARTIAL_FLUSH, 0 },
+		{ 1, Z_FILTERED, 12, 5, 13, 6200, Z_NO_FLUSH, 700 },
+		{ 2, Z_DEFAULT_STRATEGY, 9, 1, 250, 40, Z_PARTIAL_FLUSH, 0 },
+		{ 3, Z_RLE, 15, 6, 6144, 3, Z_NO_FLUSH, 0 },
+		{ 4, Z_HUFFMAN_ONLY, -15, 3, 512, 64, Z_BLOCK, 0 },
+		{ 5, Z_FIXED, 10, 5, 6144, 6200, Z_NO_FLUSH, 0 },
+		{ 6, Z_DEFAULT_STRATEGY, -12, 7, 97, 31, Z_SYNC_FLUSH, 0 },
+		{ 7, Z_FILTERED, 15, 4, 333, 6200, Z_FULL_FLUSH, 0 },
+		{ 8, Z_DEFAULT_STRATEGY, 14, 7, 6144, 2, Z_NO_FLUSH, 1000 },
+		{ 9, Z_DEFAULT_STRATEGY, 15, 9, 300, 6200, Z_PARTIAL_FLUSH, 600 },
+		{ 9, Z_RLE, 9, 1, 6144, 6200, Z_NO_FLUSH, 0 },
+		{ -1, Z_DEFAULT_STRATEGY, 11, 4, 6144, 6200, Z_NO_FLUSH, 0 },
+		{ 10, Z_DEFAULT_STRATEGY, 11, 4, 6144, 6200, Z_NO_FLUSH, 0 },	/* bad level */
+		{ 6, 5, 11, 4, 6144, 6200, Z_NO_FLUSH, 0 },			/* bad strategy */
+		{ 6, Z_DEFAULT_STRATEGY, 7, 4, 6144, 6200, Z_NO_FLUSH, 0 },	/* bad window */
+		{ 6, Z_DEFAULT_STRATEGY, 11, 0, 6144, 6200, Z_NO_FLUSH, 0 },	/* bad memLevel */
+		{ 6, Z_DEFAULT_STRATEGY, 31, 4, 6144, 6200, Z_NO_FLUSH, 0 },	/* gzip: NO_GZIP */
+	};
+	unsigned long sum = 0;
+
+	for (unsigned long i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		unsigned long len = deflate_with(cases[i].level, cases[i].strategy, cases[i].wbits,
+						 cases[i].mem, i ? 900 + i * 53 : INPUT_SIZE, cases[i].in,
+						 cases[i].out, cases[i].flush, cases[i].params);
+
+		sum = sum * 131 + len;
+		if (len < DEFLATE_FAILED && len > 0) {
+			/* inflate it back byte-by-byte and in one go (windowBits 0: from header) */
+			int wb = cases[i].wbits < 0 ? cases[i].wbits : (i & 1 ? 0 : 15);
+
+			if (cases[i].wbits < 0 && cases[i].wbits > -15)
+				wb = -15;
+			sum ^= inflate_with(packed, len, wb, i % 6 == 2 ? 1 : 4096,
+					    i % 6 == 4 ? 1 : 7000, 0, 0);
+			memcpy(big_packed, packed, len);
+			sum ^= inflate_with(big_packed, len, wb, 7, 13, 0, 0) << 1;
+		}
+	}
+	return sum;
+}
+
+/* Malformed zlib and raw deflate streams, and deterministic corruption of valid ones. */
+static noinline unsigned long zlib_errors(void)
+{
+	static const unsigned char bad_check[] = { 0x78, 0x9d, 0x03, 0x00 };
+	static const unsigned char bad_method[] = { 0x77, 0x09, 0x03, 0x00 };
+	static const unsigned char bad_window[] = { 0x88, 0x1c, 0x03, 0x00 };
+	static const unsigned char preset_no_dict[] = { 0x78, 0xbb, 0, 0, 0, 1, 0x03, 0x00 };
+	static const unsigned char bad_type[] = { 0x07, 0x00 };
+	static const unsigned char bad_stored[] = { 0x01, 0x05, 0x00, 0x00, 0x00, 'a' };
+	static const unsigned char too_many[] = { 0xfd, 0xff, 0xff, 0xff };
+	static const unsigned char dict[] = "the quick brown fox jumps over the lazy dog; frame";
+	unsigned long sum = 0, len;
+	z_stream strm;
+
+	sum += inflate_with(bad_check, sizeof(bad_check), 15, 64, 64, 0, 0);
+	sum += inflate_with(bad_method, sizeof(bad_method), 15, 64, 64, 0, 0);
+	sum += inflate_with(bad_window, sizeof(bad_window), 9, 64, 64, 0, 0);
+	sum += inflate_with(preset_no_dict, sizeof(preset_no_dict), 15, 64, 64, 0, 0);
+	sum += inflate_with(preset_no_dict, sizeof(preset_no_dict), 15, 64, 64, dict, 10);
+	sum += inflate_with(bad_type, sizeof(bad_type), -15, 64, 64, 0, 0);
+	sum += inflate_with(bad_stored, sizeof(bad_stored), -15, 64, 64, 0, 0);
+	sum += inflate_with(too_many, sizeof(too_many), -15, 64, 64, 0, 0);
+	sum += inflate_with(bad_check, sizeof(bad_check), 7, 64, 64, 0, 0);	/* bad wbits */
+
+	/* raw deflate with a preset dictionary, inflated without it: distance too far back */
+	zinit(&strm);
+	deflateInit2(&strm, 6, Z_DEFLATED, -10, 6, Z_DEFAULT_STRATEGY);
+	deflateSetDictionary(&strm, input + 2000, 2000);	/* longer than the window */
+	strm.next_in = input;
+	strm.avail_in = 1500;
+	strm.next_out = packed;
+	strm.avail_out = sizeof(packed);
+	deflate(&strm, Z_FINISH);
+	len = strm.total_out;
+	deflateEnd(&strm);
+	sum += inflate_with(packed, len, -10, 4096, 7000, 0, 0);
+	sum += inflate_with(packed, len, -10, 1, 1, 0, 0);
+
+	/* a valid zlib stream (dynamic blocks) with corrupted bytes at many places, and
+	 * truncated; one-shot and byte-wise */
+	len = deflate_with(6, Z_DEFAULT_STRATEGY, 15, 3, 1200, 3000, 6200, Z_NO_FLUSH, 0);
+	if (len >= DEFLATE_FAILED)
+		return 31;
+	memcpy(big_packed, packed, len);
+	for (unsigned long k = 0; k < 28; k++) {
+		unsigned long at = (k * 7919) % len;
+
+		memcpy(packed, big_packed, len);
+		packed[at] ^= (unsigned char)(1u << (k & 7)) | (k & 8 ? 0x5a : 0);
+		sum = sum * 3 + inflate_with(packed, len, 15, k % 4 == 1 ? 1 : 4096,
+					     k % 4 == 2 ? 5 : 7000, 0, 0);
+	}
+	memcpy(packed, big_packed, len);
+	sum += inflate_with(packed, len - 3, 15, 4096, 7000, 0, 0);	/* truncated */
+	packed[len - 1] ^= 1;						/* bad adler */
+	sum += inflate_with(packed, len, 15, 4096, 7000, 0, 0);
+	/* fixed-Huffman stream corrupted */
+	len = deflate_with(5, Z_FIXED, -15, 2, 1000, 2000, 6200, Z_NO_FLUSH, 0);
+	if (len >= DEFLATE_FAILED)
+		return 30;
+	memcpy(big_packed, packed, len);
+	for (unsigned long k = 0; k < 24; k++) {
+		memcpy(packed, big_packed, len);
+		packed[(k * 131) % len] ^= (unsigned char)(0x81 >> (k & 7));
+		sum = sum * 5 + inflate_with(packed, len, -15, k % 4 == 1 ? 1 : 4096, 7000, 0, 0);
+	}
+	/* API misuse: the state checks */
+	sum += (unsigned long)(deflate(&strm, Z_FINISH) + 16);
+	sum += (unsigned long)(inflate(&strm, Z_FINISH) + 16);
+	sum += (unsigned long)(deflateEnd(&strm) + 16) + (unsigned long)(inflateEnd(&strm) + 16);
+	sum += deflateBound(0, 1000);
+	for (int wb = -15; wb <= 15; wb += 5) {
+		zinit(&strm);
+		deflateInit2(&strm, 6, Z_DEFLATED, wb < 0 ? wb : (wb < 9 ? 15 : wb), 1,
+			     Z_DEFAULT_STRATEGY);
+		sum += deflateBound(&strm, 100000UL * (unsigned long)(wb + 16));
+		deflateReset(&strm);
+		deflateParams(&strm, 0, Z_HUFFMAN_ONLY);
+		deflateEnd(&strm);
+	}
+	return sum;
+}
+
+/* LZ4: 64 KiB+ inputs (byU32 tables, 64 KiB prefixes), dictionaries (loaded, attached,
+ * external), double-buffered streams (ext dict), limited outputs, tiny inputs, corruption. */
+static noinline unsigned long lz4_matrix(void)
+{
+	static LZ4_stream_t stream, dict_stream;
+	static LZ4_streamDecode_t decode;
+	static char dbuf[2][1024], ddec[2][1024];
+	unsigned long sum = 0;
+	int c, c1, d, src_size;
+
+	make_input(big, BIG_SIZE, 777);
+	/* byU32 one-shot, then limited output that fails */
+	c = LZ4_compress_fast_extState(lz4_state, (const char *)big, (char *)big_packed,
+				       BIG_SIZE, sizeof(big_packed), 1);
+	d = LZ4_decompress_safe((const char *)big_packed, (char *)big_out, c, BIG_SIZE);
+	if (d != BIG_SIZE || memcmp(big, big_out, BIG_SIZE))
+		return 26;
+	sum += (unsigned long)c;
+	sum += (unsigned long)LZ4_compress_fast_extState(lz4_state, (const char *)big,
+						    (char *)big_packed, BIG_SIZE, c / 2, 3);
+	sum += (unsigned long)LZ4_compress_fast_extState(lz4_state, (const char *)input,
+						    (char *)packed, INPUT_SIZE, 900, 70000);
+	for (int n = 0; n < 20; n++)	/* tiny inputs: all literals */
+		sum += (unsigned long)LZ4_compress_fast_extState(lz4_state, (const char *)input,
+							    (char *)packed, n, 64, 1) << n;
+	/* byU32 destSize */
+	src_size = BIG_SIZE;
+	sum += (unsigned long)LZ4_compress_destSize_extState(lz4_state, (const char *)big,
+							     (char *)big_packed, &src_size,
+							     6000, 1);
+	for (int t = 1; t < 40; t += 6) {
+		src_size = INPUT_SIZE;
+		sum += (unsigned long)LZ4_compress_destSize_extState(
+			lz4_state, (const char *)input, (char *)packed, &src_size, t, 1);
+		sum += (unsigned long)src_size;
+	}
+
+	/* a 64 KiB prefix: two blocks of one stream, the second decoded with the first as
+	 * its adjacent dictionary */
+	LZ4_initStream(&stream, sizeof(stream));
+	c1 = LZ4_compress_fast_continue(&stream, (const char *)big, (char *)big_packed,
+					65536, sizeof(big_packed), 1);
+	c = LZ4_compress_fast_continue(&stream, (const char *)big + 65536,
+				       (char *)big_packed + c1, BIG_SIZE - 65536,
+				       (int)sizeof(big_packed) - c1, 1);
+	d = LZ4_decompress_safe((const char *)big_packed, (char *)big_out, c1, 65536);
+	d += LZ4_decompress_safe_usingDict((const char *)big_packed + c1, (char *)big_out + 65536,
+					   c, BIG_SIZE - 65536, (const char *)big_out, 65536);
+	if (d != BIG_SIZE || memcmp(big, big_out, BIG_SIZE))
+		return 27;
+	/* a loaded dictionary, decoded with the dictionary elsewhere (forceExtDict) */
+	LZ4_initStream(&stream, sizeof(stream));
+	LZ4_loadDict(&stream, (const char *)input, 3000);
+	c = LZ4_compress_fast_continue(&stream, (const char *)input + 3000, (char *)packed,
+				       3000, sizeof(packed), 1);
+	d = LZ4_decompress_safe_usingDict((const char *)packed, (char *)unpacked, c, 3000,
+					  (const char *)input, 3000);
+	if (d != 3000 || memcmp(unpacked, input + 3000, 3000))
+		return 28;
+	sum += (unsigned long)c;
+	/* an attached dictionary (dictCtx), one byU16 and one byU32 block */
+	LZ4_initStream(&dict_stream, sizeof(dict_stream));
+	LZ4_loadDict(&dict_stream, (const char *)input, 4000);
+	for (int k = 0; k < 2; k++) {
+		LZ4_initStream(&stream, sizeof(stream));
+		LZ4_attach_dictionary(&stream, &dict_stream);
+		c = LZ4_compress_fast_continue(&stream, k ? (const char *)big : (const char *)input + 1000,
+					       (char *)big_packed, k ? BIG_SIZE : 5000,
+					       sizeof(big_packed), 1 + k);
+		sum += (unsigned long)c;
+	}
+	/* double-buffered streaming: every block's dictionary is the other buffer */
+	LZ4_initStream(&stream, sizeof(stream));
+	LZ4_setStreamDecode(&decode, 0, 0);
+	for (int i = 0, off = 0; off < INPUT_SIZE; i++) {
+		int n = INPUT_SIZE - off < 900 ? INPUT_SIZE - off : 900;
+
+		memcpy(dbuf[i & 1], input + off, (unsigned long)n);
+		c = LZ4_compress_fast_continue(&stream, dbuf[i & 1], (char *)packed, n,
+					       sizeof(packed), 1);
+		d = LZ4_decompress_safe_continue(&decode, (const char *)packed, ddec[i & 1], c, n);
+		if (d != n || memcmp(ddec[i & 1], input + off, (unsigned long)n))
+			return 29;
+		off += n;
+	}
+	/* a block continuing the previous one in place while an older one is the external
+	 * dictionary (LZ4_decompress_safe_continue's double-dictionary case) */
+	LZ4_initStream(&stream, sizeof(stream));
+	LZ4_setStreamDecode(&decode, 0, 0);
+	for (int i = 0; i < 4; i++) {
+		char *dst = i == 0 ? (char *)big_out : (char *)unpacked + (i - 1) * 700;
+
+		c = LZ4_compress_fast_continue(&stream, (const char *)input + i * 700,
+					       (char *)packed, 700, sizeof(packed), 1);
+		d = LZ4_decompress_safe_continue(&decode, (const char *)packed, dst, c, 700);
+		if (d != 700 || memcmp(dst, input + i * 700, 700))
+			return 19;
+	}
+	/* limited output on a stream (its state is undefined afterwards: discarded) */
+	LZ4_initStream(&stream, sizeof(stream));
+	LZ4_loadDict(&stream, (const char *)input, 1000);
+	sum += (unsigned long)LZ4_compress_fast_continue(&stream, (const char *)input + 1000,
+							 (char *)packed, 3000, 60, 1);
+	/* corruption and truncation of a valid block */
+	c = LZ4_compress_fast_extState(lz4_state, (const char *)input, (char *)packed, 3000,
+				       sizeof(packed), 1);
+	memcpy(big_packed, packed, (unsigned long)c);
+	for (int k = 0; k < 40; k++) {
+		memcpy(packed, big_packed, (unsigned long)c);
+		packed[(k * 4967) % c] ^= (unsigned char)(0xff >> (k & 7));
+		d = LZ4_decompress_safe((const char *)packed, (char *)unpacked,
+					k & 1 ? c : c - (k % 5), k & 2 ? 3000 : 2000 + k);
+		sum = sum * 3 + (unsigned long)(d + 0x10000);
+		d = LZ4_decompress_safe_partial((const char *)packed, (char *)unpacked, c,
+						k * 70, sizeof(unpacked));
+		sum = sum * 3 + (unsigned long)(d + 0x10000);
+		d = LZ4_decompress_safe_usingDict((const char *)packed, (char *)unpacked, c, 3000,
+						  (const char *)input, k * 10);
+		sum = sum * 3 + (unsigned long)(d + 0x10000);
+	}
+	for (int k = 0; k < 3000; k += 250)
+		sum += (unsigned long)LZ4_decompress_safe_partial((const char *)big_packed,
+								 (char *)unpacked, c, k, k + 17);
+	return sum;
+}
+
+/* XXH3 with seeds and custom secrets at every length class; streaming with small pieces. */
+static noinline unsigned long xxhash_matrix(void)
+{
+	static XXH3_state_t state3;
+	static XXH64_state_t state64;
+	static XXH32_state_t state32;
+	static const unsigned long lengths[] = { 0, 1, 3, 4, 8, 9, 16, 17, 100, 128, 129, 200,
+						 240, 241, 1024, 1100, 5000 };
+	const unsigned char *secret = input + 7;	/* 200 bytes: >= XXH3_SECRET_SIZE_MIN */
+	unsigned long h = 0;
+
+	for (unsigned long i = 0; i < sizeof(lengths) / sizeof(lengths[0]); i++) {
+		unsigned long n = lengths[i];
+
+		h = h * 31 + XXH3_64bits_withSeed(input + 3, n, i ? 0x1234567 * i : 0);
+		h = h * 31 + XXH3_64bits_withSecret(input + 5, n, secret, 200);
+		h = h * 31 + XXH3_64bits(input + 9, n);
+		h = h * 31 + XXH3_128bits(input + 1, n).low64;
+		h = h * 31 + XXH64(input + i, n, i);
+		h = h * 31 + XXH32(input + i, n, (unsigned)i);
+		/* streaming with odd-sized pieces, digests of short totals */
+		XXH3_INITSTATE(&state3);
+		XXH3_64bits_reset_withSeed(&state3, i & 1 ? 0 : i);
+		XXH64_reset(&state64, i);
+		XXH32_reset(&state32, (unsigned)i);
+		for (unsigned long off = 0; off < n; off += 1 + i * 3) {
+			unsigned long k = n - off < 1 + i * 3 ? n - off : 1 + i * 3;
+
+			XXH3_64bits_update(&state3, input + off, k);
+			XXH64_update(&state64, input + off, k);
+			XXH32_update(&state32, input + off, k);
+		}
+		h ^= XXH3_64bits_digest(&state3) + XXH64_digest(&state64) + XXH32_digest(&state32);
+	}
+	return h;
+}
+
 /* Every helper returns a small error code (< 32) on failure: count them for the harness. */
-unsigned long truth_failures;
+unsigned long truth_failures, truth_last_failure;
 
 static noinline unsigned long checked(unsigned long value)
 {
-	if (value < 32)
+	if (value < 32) {
 		truth_failures++;
+		truth_last_failure = value;
+	}
 	return value;
 }
 
@@ -339,5 +733,9 @@ unsigned long task_main(void)
 	sum = sum * 31 + hash_all(input, INPUT_SIZE);
 	sum = sum * 31 + hash_all(input + 3, 129);
 	sum = sum * 31 + hash_all(input + 5, 17);
+	sum = sum * 31 + zlib_matrix();
+	sum = sum * 31 + checked(zlib_errors());
+	sum = sum * 31 + checked(lz4_matrix());
+	sum = sum * 31 + xxhash_matrix();
 	return sum;
 }
