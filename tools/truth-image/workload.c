@@ -659,6 +659,92 @@ static noinline unsigned long lz4_matrix(void)
 	return sum;
 }
 
+
+/* LZ4 on data with long literal runs (incompressible bytes) and long matches (zero runs):
+ * the 15/255-extension length codes of every inlined compressor and decoder variant. */
+static noinline unsigned long lz4_shapes(void)
+{
+	static LZ4_stream_t stream, dict_stream;
+	static LZ4_streamDecode_t decode;
+	static const int limits[] = { 40, 300, 1000, 3000, 9000 };
+	unsigned long sum = 0, x = 99;
+	int c, d, n = 20000, src_size;
+
+	for (int i = 0; i < n; i++) {
+		x = x * 6364136223846793005UL + 1442695040888963407UL;
+		big[i] = (i / 700) % 3 == 0 ? (unsigned char)(x >> 40) :
+			 (i / 700) % 3 == 1 ? 0 : input[i % 500];
+	}
+	c = LZ4_compress_fast_extState(lz4_state, (const char *)big, (char *)big_packed, n,
+				       sizeof(big_packed), 1);
+	d = LZ4_decompress_safe((const char *)big_packed, (char *)big_out, c, n);
+	if (d != n || memcmp(big, big_out, (unsigned long)n))
+		return 17;
+	for (int t = 100; t < n; t += 2900)
+		sum += (unsigned long)LZ4_decompress_safe_partial((const char *)big_packed,
+								 (char *)big_out, c, t, n);
+	for (unsigned long i = 0; i < sizeof(limits) / sizeof(limits[0]); i++) {
+		sum = sum * 7 + (unsigned long)LZ4_compress_fast_extState(
+			lz4_state, (const char *)big, (char *)big_packed, n, limits[i], 1);
+		src_size = n;
+		sum = sum * 7 + (unsigned long)LZ4_compress_destSize_extState(
+			lz4_state, (const char *)big, (char *)big_packed, &src_size, limits[i], 1);
+		sum += (unsigned long)src_size;
+		/* an attached dictionary and a limited output */
+		LZ4_initStream(&dict_stream, sizeof(dict_stream));
+		LZ4_loadDict(&dict_stream, (const char *)big + 5000, 4000);
+		LZ4_initStream(&stream, sizeof(stream));
+		LZ4_attach_dictionary(&stream, &dict_stream);
+		sum = sum * 7 + (unsigned long)LZ4_compress_fast_continue(
+			&stream, (const char *)big + 9000, (char *)big_packed, 8000,
+			i & 1 ? limits[i] : (int)sizeof(big_packed), 1);
+		/* an external dictionary (not adjacent) and a limited output */
+		LZ4_initStream(&stream, sizeof(stream));
+		LZ4_loadDict(&stream, (const char *)big, 6000);
+		c = LZ4_compress_fast_continue(&stream, (const char *)big + 12000,
+					       (char *)big_packed, 8000,
+					       i & 1 ? (int)sizeof(big_packed) : limits[i], 1);
+		sum = sum * 7 + (unsigned long)c;
+		if (c > 0) {
+			d = LZ4_decompress_safe_usingDict((const char *)big_packed, (char *)big_out,
+							  c, 8000, (const char *)big, 6000);
+			if (d != 8000 || memcmp(big_out, big + 12000, 8000))
+				return 16;
+		}
+	}
+	/* adjacent prefixes: small (12000 bytes) and 64 KiB, of the mixed data */
+	for (int i = n; i < BIG_SIZE; i++)
+		big[i] = big[i % n] ^ (unsigned char)(i >> 13);
+	for (int k = 0; k < 2; k++) {
+		int at = k ? 65536 : 12000, len = BIG_SIZE - 65536;
+
+		LZ4_initStream(&stream, sizeof(stream));
+		LZ4_loadDict(&stream, (const char *)big, at);
+		c = LZ4_compress_fast_continue(&stream, (const char *)big + at, (char *)big_packed,
+					       len, sizeof(big_packed), 1);
+		memcpy(big_out, big, (unsigned long)at);
+		d = LZ4_decompress_safe_usingDict((const char *)big_packed, (char *)big_out + at, c,
+						  len, (const char *)big_out, at);
+		if (d != len || memcmp(big_out + at, big + at, (unsigned long)len))
+			return 14;
+		sum += (unsigned long)c;
+	}
+	/* streaming decode: small prefix, then double dictionary, of the mixed data */
+	LZ4_initStream(&stream, sizeof(stream));
+	LZ4_setStreamDecode(&decode, 0, 0);
+	for (int i = 0; i < 4; i++) {
+		char *dst = i == 0 ? (char *)big_out + 15000 : (char *)big_out + (i - 1) * 3000;
+
+		c = LZ4_compress_fast_continue(&stream, (const char *)big + i * 3000,
+					       (char *)big_packed, 3000, sizeof(big_packed), 1);
+		d = LZ4_decompress_safe_continue(&decode, (const char *)big_packed, dst, c, 3000);
+		if (d != 3000 || memcmp(dst, big + i * 3000, 3000))
+			return 15;
+		sum += (unsigned long)c;
+	}
+	return sum;
+}
+
 /* XXH3 with seeds and custom secrets at every length class; streaming with small pieces. */
 static noinline unsigned long xxhash_matrix(void)
 {
@@ -736,6 +822,7 @@ unsigned long task_main(void)
 	sum = sum * 31 + zlib_matrix();
 	sum = sum * 31 + checked(zlib_errors());
 	sum = sum * 31 + checked(lz4_matrix());
+	sum = sum * 31 + checked(lz4_shapes());
 	sum = sum * 31 + xxhash_matrix();
 	return sum;
 }
