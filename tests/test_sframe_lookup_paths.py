@@ -47,3 +47,19 @@ def test_aarch64_tables_use_exact_buckets():
     table = SFrameTable(decode(raw, section_address=addr))
     table.find(int(table.fde_start[0]))
     assert table._abs_exact and table._abs_shift >= 2  # 4-byte instructions: one bucket a row
+
+
+@pytest.mark.parametrize("fx", [f for f in FIXTURES if f.sframe_version == 3], ids=lambda f: f.id)
+def test_row_signature_hash_collisions_fall_back_to_exact_keys(fx, monkeypatch):
+    """Rows are grouped by a 64-bit hash of their rules; when every row collides, the exact
+    record keys must take over and give the same rows."""
+    raw, addr = fx.section()
+    section = decode(raw, section_address=addr)
+    normal = SFrameTable(section)
+    pcs = _pcs(normal)
+    expected = [normal.find(pc) for pc in pcs]
+    monkeypatch.setattr(lookup_module, "_row_hash",
+                        lambda columns, n: np.zeros(n, dtype=np.uint64))
+    colliding = SFrameTable(section)
+    assert [colliding.find(pc) for pc in pcs] == expected
+    assert len(colliding._protos) == len(normal._protos) > 1
