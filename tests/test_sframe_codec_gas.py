@@ -129,8 +129,8 @@ def gen_program(arch: str, seed: int, n: int) -> str:
 def test_random_cfi_programs_match_gas_and_objdump(sid, arch: str) -> None:  # type: ignore[no-untyped-def]
     prefix = ARCHES[arch]
     eb = ENDIAN_FLAGS.get(arch, "")
-    if not (sid.root / "usr" / "bin" / f"{prefix}as").exists():
-        pytest.skip(f"{prefix}as not in the chroot")
+    assert (sid.root / "usr" / "bin" / f"{prefix}as").exists(), \
+        f"{prefix}as not in the chroot (tools/sid-toolchain installs it)"
     work = sid.scratch()
     try:
         checked_rows = 0
@@ -268,8 +268,9 @@ def test_encoder_output_reads_the_same_in_objdump(sid, fixture: str, prefix: str
     from sfunwind.sframe import ABI
 
     src = Path(__file__).parent / "data" / "sframe" / "v3-binutils-2.47" / fixture
-    if not src.exists() or not (sid.root / "usr" / "bin" / f"{prefix}objcopy").exists():
-        pytest.skip(f"{fixture} or {prefix}objcopy missing")
+    assert src.exists(), f"corpus fixture {fixture} missing"
+    assert (sid.root / "usr" / "bin" / f"{prefix}objcopy").exists(), \
+        f"{prefix}objcopy not in the chroot (tools/sid-toolchain installs it)"
     work = sid.scratch()
     try:
         for version in (3, 2):
@@ -296,8 +297,7 @@ def test_lookup_of_encoder_sections_agrees_with_libsframe(sid, abi: str) -> None
     from sfunwind.sframe import ABI
 
     oracle_src = Path(__file__).parent.parent / "tools" / "libsframe_oracle.c"
-    if not oracle_src.exists():
-        pytest.skip("tools/libsframe_oracle.c missing")
+    assert oracle_src.exists(), "tools/libsframe_oracle.c missing"
     # one function over 64 KiB (4-byte FRE starts), the others small (the oracle examines
     # every byte)
     section = _built_section(ABI[abi], 3, n=150, sizes=(8, 40, 200, 300, 1200),
