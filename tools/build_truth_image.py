@@ -61,6 +61,7 @@ VARIANTS = {
 }
 OBJECTS = [
     "entry.S", "handlers.c", "workload.c",
+    "drive_zlib.c", "drive_lz4_compress.c", "drive_lz4_decompress.c", "drive_xxhash.c",
     "third_party/zlib/adler32.c", "third_party/zlib/deflate.c", "third_party/zlib/trees.c",
     "third_party/zlib/inflate.c", "third_party/zlib/inftrees.c", "third_party/zlib/inffast.c",
     "third_party/zlib/zutil.c",
@@ -97,7 +98,11 @@ def toolchain_versions(root: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def build(root: Path, out: Path) -> dict[str, str]:
+def build(root: Path, out: Path, *, variants: list[str] | None = None,
+          debug: bool = False) -> dict[str, str]:
+    """Build *variants* (default: all) into *out*; *debug* adds ``-g`` (gcc's code does not
+    depend on it: the text is identical, the ELF gains DWARF for addr2line)."""
+    chosen = {v: VARIANTS[v] for v in (variants or VARIANTS)}
     work = Path(tempfile.mkdtemp(prefix="truth-image-", dir=root / "tmp"))
     try:
         src = work / "src"
@@ -106,8 +111,8 @@ def build(root: Path, out: Path) -> dict[str, str]:
         # Relative source paths: the objects then name only "deflate.c" etc. (no debug info
         # is generated), so the scratch directory's name cannot leak into the images.
         lines = [f"cd {inside}"]
-        for variant, flags in VARIANTS.items():
-            cflags = " ".join(COMMON_FLAGS + flags)
+        for variant, flags in chosen.items():
+            cflags = " ".join(COMMON_FLAGS + flags + (["-g"] if debug else []))
             objs = []
             for source in OBJECTS:
                 obj = f"build-{variant}/" + source.replace("/", "_").rsplit(".", 1)[0] + ".o"
@@ -121,7 +126,7 @@ def build(root: Path, out: Path) -> dict[str, str]:
         in_chroot(root, "\n".join(lines))
         out.mkdir(parents=True, exist_ok=True)
         sums = {}
-        for variant in VARIANTS:
+        for variant in chosen:
             data = (src / f"truth-{variant}.elf").read_bytes()
             (out / f"truth-{variant}.elf").write_bytes(data)
             sums[variant] = hashlib.sha256(data).hexdigest()
@@ -137,8 +142,15 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--check", action="store_true",
                         help="rebuild into a temporary directory and compare with --out")
+    parser.add_argument("--variant", action="append", choices=sorted(VARIANTS),
+                        help="build only this variant (repeatable; default: all)")
+    parser.add_argument("--debug", action="store_true",
+                        help="add -g (same code; for mapping PCs to source lines with "
+                             "addr2line); never commit such images")
     args = parser.parse_args()
     root = find_sid(args.sid)
+    if args.debug and args.out == DEFAULT_OUT:
+        parser.error("--debug images are for analysis: give --out elsewhere")
     if args.check:
         with tempfile.TemporaryDirectory() as tmp:
             sums = build(root, Path(tmp))
@@ -156,7 +168,8 @@ def main() -> int:
                       file=sys.stderr)
             return 1
         return 0
-    for variant, digest in build(root, args.out).items():
+    for variant, digest in build(root, args.out, variants=args.variant,
+                                 debug=args.debug).items():
         print(f"{digest}  truth-{variant}.elf")
     return 0
 

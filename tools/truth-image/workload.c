@@ -10,6 +10,7 @@
 #include "lz4.h"
 #define XXH_STATIC_LINKING_ONLY
 #include "xxhash.h"
+#include "drivers.h"
 
 #define noinline __attribute__((noinline))
 #define INPUT_SIZE 6144
@@ -22,9 +23,9 @@ static unsigned char irq_buffer[512];
 
 /* A bump allocator for zlib (reset per stream); zlib's Z_SOLO mode needs zalloc/zfree. */
 static unsigned char arena[320 * 1024] __attribute__((aligned(16)));
-static unsigned long arena_used;
+unsigned long arena_used;
 
-static voidpf arena_alloc(voidpf opaque, uInt items, uInt size)
+voidpf arena_alloc(voidpf opaque, uInt items, uInt size)
 {
 	unsigned long bytes = ((unsigned long)items * size + 15) & ~15UL;
 
@@ -35,14 +36,14 @@ static voidpf arena_alloc(voidpf opaque, uInt items, uInt size)
 	return arena + arena_used - bytes;
 }
 
-static void arena_free(voidpf opaque, voidpf address)
+void arena_free(voidpf opaque, voidpf address)
 {
 	(void)opaque;
 	(void)address;
 }
 
 /* Text-like input with repetitions (so that deflate finds matches) and some noise. */
-static noinline void make_input(unsigned char *buf, unsigned long n, unsigned long seed)
+noinline void make_input(unsigned char *buf, unsigned long n, unsigned long seed)
 {
 	static const char words[] =
 		"the quick brown fox jumps over the lazy dog; frame pointers and sframe "
@@ -824,5 +825,9 @@ unsigned long task_main(void)
 	sum = sum * 31 + checked(lz4_matrix());
 	sum = sum * 31 + checked(lz4_shapes());
 	sum = sum * 31 + xxhash_matrix();
+	sum = sum * 31 + drive_zlib();
+	sum = sum * 31 + drive_lz4_compress();
+	sum = sum * 31 + drive_lz4_decompress();
+	sum = sum * 31 + drive_xxhash();
 	return sum;
 }

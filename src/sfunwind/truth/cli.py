@@ -78,6 +78,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("-o", "--output", required=True, metavar="FILE")
     s.set_defaults(func=cmd_snapshot)
 
+    c = group.add_parser("coverage", help="which instructions the task's timeline never "
+                         "executes (so never interrupts)",
+                         description="Run the image once (the reference run of `truth run`) "
+                         "and list, per function, the instructions its timeline never "
+                         "executes: the workload (third-party zlib/LZ4/xxHash) first, then "
+                         "the harness's own code.  Exit 1 when a workload instruction is "
+                         "never executed.")
+    c.add_argument("--image", metavar="ELF")
+    c.add_argument("--build", choices=BUILDS, default="sibcall")
+    c.add_argument("--details", action="store_true", help="list the missing offsets")
+    c.add_argument("--lines", metavar="DEBUG_ELF",
+                   help="map missing instructions to source lines with the DWARF of the same "
+                   "image built with -g (tools/build_truth_image.py --debug)")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_coverage)
+
 
 def cmd_run(args: argparse.Namespace) -> int:
     from sfunwind.truth.compare import format_table, run
@@ -165,3 +181,20 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
           f"[{truth.get('class')}, {truth.get('context')}], "
           f"{len(truth.get('frames', []))} expected frames")
     return ExitCode.OK
+
+
+def cmd_coverage(args: argparse.Namespace) -> int:
+    from sfunwind.truth.compare import coverage, format_coverage, reference, source_lines
+    from sfunwind.truth.image import TruthImage
+
+    path = Path(args.image) if args.image else default_image_dir() / f"truth-{args.build}.elf"
+    cov = coverage(reference(TruthImage(path)))
+    if args.json:
+        print(json.dumps([{"function": c.name, "part": c.part, "instructions": c.instructions,
+                           "executed": c.executed, "missing": list(c.missing)} for c in cov],
+                         indent=1))
+    else:
+        lines = source_lines(args.lines) if args.lines else None
+        print(format_coverage(cov, details=args.details, lines=lines))
+    incomplete = any(c.missing for c in cov if c.part == "workload")
+    return ExitCode.FINDINGS if incomplete else ExitCode.OK

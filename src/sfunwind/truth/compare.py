@@ -31,6 +31,7 @@ gives the prologue cases of the kernel (``+8``: raw x30, ``+12``: signed x30 not
 
 from __future__ import annotations
 
+import itertools
 import random
 import time
 from collections import Counter, defaultdict
@@ -74,7 +75,7 @@ class Reference:
         return len(self.pcs)
 
 
-def work_positions(limit: int = 60_000_000) -> list[int]:
+def work_positions(limit: int = 200_000_000) -> list[int]:
     """Where the timeline takes its work IRQs (positions past the task's end never fire)."""
     return list(range(WORK_IRQ_FIRST, limit, WORK_IRQ_EVERY))
 
@@ -491,40 +492,98 @@ def _row(mode: str, cls: str, c: Cell) -> str:
 
 @dataclass(frozen=True, slots=True)
 class FunctionCoverage:
-    """How much of one workload function the timeline executes (= interrupts: the plan
-    interrupts the first execution of every executed instruction)."""
+    """How much of one function the timeline executes (= interrupts: the plan interrupts
+    the first execution of every executed instruction)."""
 
     name: str
     address: int
     instructions: int
     executed: int
     missing: tuple[int, ...]  # offsets of the instructions never executed
+    part: str = "workload"  # "workload" (third-party code) or "harness" (the image's own)
 
 
 def coverage(ref: Reference) -> list[FunctionCoverage]:
-    """Per workload function, its static instructions and those the timeline executes."""
+    """Per function (workload, then harness), its static instructions and those the
+    timeline executes."""
     executed = set(int(x) for x in np.unique(ref.pcs))
     out = []
-    for sym in ref.image.workload_functions():
-        offsets = range(0, sym.size, 4)
-        missing = tuple(o for o in offsets if sym.address + o not in executed)
-        out.append(FunctionCoverage(sym.name, sym.address, len(offsets),
-                                    len(offsets) - len(missing), missing))
+    for part, symbols in (("workload", ref.image.workload_functions()),
+                          ("harness", ref.image.harness_functions())):
+        for sym in symbols:
+            offsets = range(0, sym.size, 4)
+            missing = tuple(o for o in offsets if sym.address + o not in executed)
+            out.append(FunctionCoverage(sym.name, sym.address, len(offsets),
+                                        len(offsets) - len(missing), missing, part))
     return out
 
 
-def format_coverage(cov: list[FunctionCoverage], *, details: bool = False) -> str:
-    """The coverage summary: totals, then every function with unexecuted instructions."""
-    static = sum(c.instructions for c in cov)
-    done = sum(c.executed for c in cov)
-    full = sum(1 for c in cov if not c.missing)
-    lines = [f"workload functions: {len(cov)} ({full} fully executed); instructions: "
-             f"{done}/{static} executed"]
-    for c in sorted(cov, key=lambda c: -len(c.missing)):
-        if not c.missing:
+def format_coverage(cov: list[FunctionCoverage], *, details: bool = False,
+                    lines: dict[int, str] | None = None) -> str:
+    """The coverage summary: totals per part, then every function with unexecuted
+    instructions (*details*: their offsets, or with *lines* (pc -> "file:line") the source
+    lines of each run of missing instructions)."""
+    out = []
+    for part in ("workload", "harness"):
+        cs = [c for c in cov if c.part == part]
+        if not cs:
             continue
-        lines.append(f"  {c.name}: {c.executed}/{c.instructions}, "
-                     f"{len(c.missing)} never executed")
-        if details:
-            lines.append("    " + " ".join(f"+{o:#x}" for o in c.missing))
-    return "\n".join(lines)
+        static = sum(c.instructions for c in cs)
+        done = sum(c.executed for c in cs)
+        full = sum(1 for c in cs if not c.missing)
+        out.append(f"{part} functions: {len(cs)} ({full} fully executed); instructions: "
+                   f"{done}/{static} executed")
+        for c in sorted(cs, key=lambda c: -len(c.missing)):
+            if not c.missing:
+                continue
+            out.append(f"  {c.name}: {c.executed}/{c.instructions}, "
+                       f"{len(c.missing)} never executed")
+            if lines is not None:
+                for lo, hi in _runs(c.missing):
+                    where = sorted({lines.get(c.address + o, "?")
+                                    for o in range(lo, hi + 4, 4)})
+                    out.append(f"    +{lo:#x}..+{hi:#x}: {' '.join(where)}")
+            elif details:
+                out.append("    " + " ".join(f"+{o:#x}" for o in c.missing))
+    return "\n".join(out)
+
+
+def _runs(offsets: tuple[int, ...]) -> list[tuple[int, int]]:
+    runs: list[tuple[int, int]] = []
+    for o in offsets:
+        if runs and runs[-1][1] + 4 == o:
+            runs[-1] = (runs[-1][0], o)
+        else:
+            runs.append((o, o))
+    return runs
+
+
+def source_lines(elf_path: str | Path) -> dict[int, str]:
+    """pc -> "file:line" from the DWARF line table of an image built with ``-g`` (for
+    ``truth coverage --lines``: the same code, with debug info)."""
+    from elftools.elf.elffile import ELFFile
+
+    from sfunwind.errors import ElfFormatError
+
+    out: dict[int, str] = {}
+    with open(elf_path, "rb") as f:
+        elf = ELFFile(f)
+        if not elf.has_dwarf_info():
+            raise ElfFormatError("no DWARF line table (build it with "
+                                 "tools/build_truth_image.py --debug)", path=str(elf_path))
+        dwarf = elf.get_dwarf_info()
+        for cu in dwarf.iter_CUs():
+            lp = dwarf.line_program_for_CU(cu)
+            if lp is None:
+                continue
+            names = [e.name.decode(errors="replace") for e in lp["file_entry"]]
+            base = 1 if lp["version"] < 5 else 0
+            rows = [e.state for e in lp.get_entries() if e.state is not None]
+            for a, b in itertools.pairwise(rows):
+                if a.end_sequence:
+                    continue
+                i = a.file - base
+                name = names[i].rsplit("/", 1)[-1] if 0 <= i < len(names) else "?"
+                for pc in range(a.address, b.address, 4):
+                    out.setdefault(pc, f"{name}:{a.line}")
+    return out

@@ -63,8 +63,8 @@ BRK_BAD_VECTOR = 0x99
 
 #: Instructions the handler path may take from an injected IRQ to the snapshot point.
 HANDLER_BUDGET = 20000
-#: Instructions a whole task run may take (the image's task needs about 2 million).
-TASK_BUDGET = 50_000_000
+#: Instructions a whole task run may take (the task needs about 60 million).
+TASK_BUDGET = 150_000_000
 
 _PAGE = 4096
 

@@ -136,7 +136,10 @@ class TruthImage:
             raise ElfFormatError("no .symtab (the truth image must not be stripped)",
                                  path=str(self.path))
         seen: dict[int, Symbol] = {}
+        self.markers: dict[str, int] = {}  # linker-script symbols (NOTYPE), e.g. the workload span
         for sym in symtab.iter_symbols():
+            if sym.name.startswith("__workload_text_"):
+                self.markers[sym.name] = sym["st_value"]
             if sym["st_info"]["type"] not in ("STT_FUNC", "STT_OBJECT") or not sym.name:
                 continue
             s = Symbol(sym.name, sym["st_value"], sym["st_size"])
@@ -175,8 +178,29 @@ class TruthImage:
         return [s for s in self.symbols if self.is_text(s.address) and s.size]
 
     def workload_functions(self) -> list[Symbol]:
-        """Every function code can be interrupted in (all but the entry code)."""
-        return [s for s in self.functions() if s.name not in ENTRY_CODE]
+        """The functions of the real third-party code (zlib, LZ4, xxHash): the linker script
+        places them between ``__workload_text_start`` and ``__workload_text_end``.  An image
+        without those symbols counts every function but the entry code."""
+        span = self._workload_span()
+        if span is None:
+            return [s for s in self.functions() if s.name not in ENTRY_CODE]
+        lo, hi = span
+        return [s for s in self.functions() if lo <= s.address < hi]
+
+    def harness_functions(self) -> list[Symbol]:
+        """The image's own code an interrupt can be taken in: the drivers, the C handlers
+        and the asm routines (not the entry code, not the workload)."""
+        span = self._workload_span()
+        if span is None:
+            return []
+        lo, hi = span
+        return [s for s in self.functions()
+                if s.name not in ENTRY_CODE and not lo <= s.address < hi]
+
+    def _workload_span(self) -> tuple[int, int] | None:
+        lo = self.markers.get("__workload_text_start")
+        hi = self.markers.get("__workload_text_end")
+        return (lo, hi) if lo is not None and hi is not None else None
 
     def point_class(self, pc: int) -> str:
         return POINT_CLASSES[self.classes[self.index(pc)]]
