@@ -27,6 +27,12 @@ static inline void expect(int ok)
 	truth_failures += (ok == 0);
 }
 
+/* The same, stated as the failure condition (use | and &, not || and &&: no branches). */
+static inline void fail_if(int bad)
+{
+	truth_failures += (bad != 0);
+}
+
 unsigned long drive_zlib(void);
 unsigned long drive_lz4_compress(void);
 unsigned long drive_lz4_decompress(void);

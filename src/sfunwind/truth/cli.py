@@ -188,13 +188,15 @@ def cmd_coverage(args: argparse.Namespace) -> int:
     from sfunwind.truth.image import TruthImage
 
     path = Path(args.image) if args.image else default_image_dir() / f"truth-{args.build}.elf"
-    cov = coverage(reference(TruthImage(path)))
+    ref = reference(TruthImage(path))
+    cov = coverage(ref)
     if args.json:
         print(json.dumps([{"function": c.name, "part": c.part, "instructions": c.instructions,
                            "executed": c.executed, "missing": list(c.missing)} for c in cov],
                          indent=1))
     else:
         lines = source_lines(args.lines) if args.lines else None
+        print(f"timeline: {ref.length} instructions; task failures: {ref.failures}")
         print(format_coverage(cov, details=args.details, lines=lines))
-    incomplete = any(c.missing for c in cov if c.part == "workload")
+    incomplete = any(c.missing for c in cov if c.part == "workload") or ref.failures
     return ExitCode.FINDINGS if incomplete else ExitCode.OK

@@ -69,6 +69,7 @@ class Reference:
     result: int
     pcs: np.ndarray  # position -> PC (uint64)
     work_positions: list[int]
+    failures: int = 0  # the task's failed round trips (truth_failures; must be 0)
 
     @property
     def length(self) -> int:
@@ -119,7 +120,7 @@ def reference(image: TruthImage, *, irq_stack: str = "above") -> Reference:
         np.cumsum(sizes) - sizes, sizes)
     pcs = starts + (offsets * 4).astype(np.uint64)
     length = len(pcs)
-    return Reference(image, m.result(), pcs, [w for w in works if w < length])
+    return Reference(image, m.result(), pcs, [w for w in works if w < length], m.failures())
 
 
 def plan(ref: Reference, *, stride: int | None = None, sample: int | None = None,
