@@ -265,6 +265,8 @@ class Summary:
     #: function -> (instructions interrupted, static instructions), for functions with
     #: instructions never interrupted
     not_interrupted: dict[str, tuple[int, int]] = field(default_factory=dict)
+    #: the same for the harness's own code (drivers, handlers, asm routines)
+    harness_not_interrupted: dict[str, tuple[int, int]] = field(default_factory=dict)
     cells: dict[tuple[str, str], Cell] = field(default_factory=dict)
     contexts: Counter = field(default_factory=Counter)
     sframe_with_rows: int = 0
@@ -287,6 +289,8 @@ class Summary:
             "workload_instructions": self.workload_instructions,
             "workload_functions": self.workload_functions,
             "not_interrupted": {k: list(v) for k, v in sorted(self.not_interrupted.items())},
+            "harness_not_interrupted": {k: list(v) for k, v in
+                                        sorted(self.harness_not_interrupted.items())},
             "contexts": dict(self.contexts),
             "sframe_targets": {
                 "with_rows": self.sframe_with_rows,
@@ -406,6 +410,11 @@ def run(image_path: str | Path, *, stride: int | None = 100, sample: int | None 
         hit = sum(1 for a in pcs if a in machine.stats.covered)
         if hit < len(pcs):
             summary.not_interrupted[sym.name] = (hit, len(pcs))
+    for sym in image.harness_functions():
+        pcs = range(sym.address, sym.address + sym.size, 4)
+        hit = sum(1 for a in pcs if a in machine.stats.covered)
+        if hit < len(pcs):
+            summary.harness_not_interrupted[sym.name] = (hit, len(pcs))
     return summary, kept
 
 
@@ -430,6 +439,8 @@ def format_table(summary: Summary) -> str:
              *(f"    not every instruction interrupted: {name} {hit}/{total}"
                for name, (hit, total) in sorted(summary.not_interrupted.items(),
                                                 key=lambda kv: kv[1][0] - kv[1][1])),
+             *(f"    harness code not interrupted everywhere: {name} {hit}/{total}"
+               for name, (hit, total) in sorted(summary.harness_not_interrupted.items())),
              "",
              f"{'mode':<10} {'class':<10} {'points':>7} {'exact%':>7} {'reliable%':>9} "
              f"{'rel+wrong':>9}  first differing frame of wrong traces (P = the interrupted pc)"]
