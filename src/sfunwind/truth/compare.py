@@ -59,7 +59,7 @@ KERNEL_PAC_MASK = 0xFFFF000000000000
 #: instructions of the task's timeline, starting at WORK_IRQ_FIRST.
 WORK_IRQ_EVERY = 700_000
 WORK_IRQ_FIRST = 250_001
-MODES = (Mode.SFRAME, Mode.UPSTREAM, Mode.FP_ONLY, Mode.SFRAME_V6)
+MODES = (Mode.SFRAME, Mode.UPSTREAM, Mode.FP_ONLY, Mode.FP_CHAIN, Mode.SFRAME_V6)
 CONTEXTS = ("task", "sync", "irq")
 
 

@@ -39,6 +39,12 @@ depends only on small interfaces, so it runs on a vmcore, a snapshot or syntheti
     A naive frame-pointer walk that knows nothing of meta records: it stops at the first
     zero record; reliable only if that is the task's FINAL record (so never across an
     exception).
+``Mode.FP_CHAIN``
+    The naive walker of arm64 before frame-record metadata, whose ``pt_regs`` record held
+    ``{x29, ELR}``: report ``pt_regs::pc`` and continue from ``regs[29]`` exactly like
+    ``UPSTREAM``, but trust the result (no exception-boundary veto).  A baseline that shows
+    what the veto and the SFrame step are for: wherever the return address is still in LR
+    (prologues, epilogues, leaf functions, tail-call windows) it is reliable and wrong.
 
 Reliability (``Documentation/livepatch/reliable-stacktrace.rst``) on top of the kernel's
 rules, in every mode but ``sframe-v6``: every reported PC must be kernel text (and, when a

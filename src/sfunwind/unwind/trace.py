@@ -32,6 +32,9 @@ class Mode(enum.Enum):
     SFRAME = "sframe"  # the 2026 arm64 SFrame series, with its defects fixed
     FP_ONLY = "fp"  # naive frame-pointer chain, no boundary knowledge (a baseline)
     SFRAME_V6 = "sframe-v6"  # the v6 series exactly as posted (its defects kept, §16)
+    #: naive frame-pointer chain through exception boundaries, as arm64 walked before
+    #: frame-record metadata (the pt_regs record was {x29, ELR}): trusted blindly (a baseline)
+    FP_CHAIN = "fp-chain"
 
 
 @dataclass(slots=True)
