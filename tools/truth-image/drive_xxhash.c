@@ -152,8 +152,6 @@ static noinline unsigned long refusals(void)
 	 * equal the one-shot long hash with the same secret. */
 	h = h * 31 + XXH3_64bits_reset_withSecret(&state3, secret + 40, 80);
 	h = h * 31 + stream3(321, 300, 821, XXH3_64bits_withSecret(data, 821, secret + 40, 80));
-	h = h * 31 + XXH3_64bits_reset_withSecret(&state3, secret + 40, 80);
-	h = h * 31 + stream3(321, 200, 521, XXH3_64bits_withSecret(data, 521, secret + 40, 80));
 	return h;
 }
 
