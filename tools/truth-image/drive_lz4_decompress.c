@@ -41,7 +41,6 @@ struct seq {
 
 static unsigned char literals[1024];
 static unsigned char block[OUT_MAX];
-static unsigned char damaged[OUT_MAX];
 static unsigned char ring_block[16];
 static unsigned char out[OUT_MAX + SLACK];
 static unsigned char prefix_64k[PREFIX_64K + OUT_MAX + SLACK];
@@ -252,10 +251,10 @@ unsigned long drive_lz4_decompress(void)
 	expect(r == RING_PREFIX);
 
 	sum += exercise(safe_mix, 1, 0);
-	sum += exercise(safe_long, 1, 0);
-	sum += exercise(dict_small, 1, 0);
+	sum += exercise(safe_long, 2, 0);
+	sum += exercise(dict_small, 2, 0);
 	sum += exercise(far_refs, 1, 0);
-	sum += exercise(dict_mix, 3, 0);
+	sum += exercise(dict_mix, 13, 0);
 	sum += exercise(fast_mix, 0, 0);
 	sum += exercise(long_lengths, 0, 3);
 	sum += exercise(far_fast, 0, 0);
