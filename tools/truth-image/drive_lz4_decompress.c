@@ -19,6 +19,18 @@
  * the safe loop.  Error exits come from the same blocks truncated at every byte, decoded
  * into outputs of every size, with corrupted offsets, and from the degenerate arguments the
  * decoder checks first (empty input/output, NULL source, negative capacity).
+ *
+ * What stays unexecuted (51 instructions over the six copies) is dead given the types:
+ *  - "addl == rvl_error" tested again after read_variable_length() returned normally
+ *    (lz4.c:2094/2129/2266/2347): the sum of at most srcSize (< 2^31) bytes of at most 255
+ *    is never SIZE_MAX (its error returns were folded into direct jumps);
+ *  - the pointer wrap-around checks op+length < op, ip+length < ip (lz4.c:2099-2100/2136/
+ *    2268-2269/2349): length < 255 * 2^31, while the buffers lie ~2^47 below the top of the
+ *    address space;
+ *  - the entry test of the overlap-copy loops (lz4.c:2190/2378): reached only when
+ *    restSize > op - lowPrefix >= 0, so op < op + restSize = endOfMatch;
+ *  - in LZ4_decompress_safe_continue's double-dictionary copy, the offset-outside-buffers
+ *    check (lz4.c:2161) duplicated onto the path where match >= lowPrefix already holds.
  */
 #include "truth.h"
 #include "drivers.h"
@@ -87,7 +99,7 @@ static noinline int build_block(unsigned char *dst, const struct seq *s, int *de
 		p = lit >= 15 ? put_length(p, lit - 15, 1, seq_pos, dst) : p;
 		memcpy(p, literals + lit_at, lit);
 		p += lit;
-		lit_at = (lit_at + lit) & 511;
+		lit_at = (lit_at + lit) & 255;	/* + 600 at most: within literals[] */
 		pos += lit;
 		if (s->mlen == 0)
 			break;
