@@ -1,9 +1,333 @@
 /* Coverage driver: see drivers.h.  Returns a checksum of every result (folded into
- * task_main's result, which the harness compares with an uninterrupted run). */
+ * task_main's result, which the harness compares with an uninterrupted run).
+ *
+ * LZ4 compression.  LZ4_compress_generic() is inlined once per (table type, dictionary
+ * mode, dictionary issue, output directive), and the entry points select them:
+ *   LZ4_compress_fast_extState      noDict, byU16/byU32 x notLimited/limitedOutput
+ *   LZ4_compress_destSize_extState  noDict, byU16/byU32 x fillOutput
+ *   LZ4_compress_fast_continue      byU32, limitedOutput x withPrefix64k (dictSmall,
+ *                                   noDictIssue), usingExtDict (dictSmall, noDictIssue,
+ *                                   a copied dictCtx), usingDictCtx
+ * Every variant runs over one corpus built to reach each path (long literal runs and
+ * matches, a match found far ahead of its start, matches crossing the end of an external
+ * dictionary, candidates beyond the 64 KiB window), with output limits placed at each
+ * overflow exit, and with the sizes the library rejects before reading (empty, negative,
+ * too large).  Each successful compression is verified by decompressing it. */
 #include "truth.h"
 #include "drivers.h"
+#define LZ4_STATIC_LINKING_ONLY
+#include "lz4.h"
+#ifdef HOST_DEBUG
+void host_expect(int, int, int, int, int);
+static int dbg_mode, dbg_n, dbg_cap;
+#define expect(ok) host_expect(ok, __LINE__, dbg_mode, dbg_n, dbg_cap)
+#define DBG(m, n_, c) (dbg_mode = (m), dbg_n = (n_), dbg_cap = (c))
+#else
+#define DBG(m, n_, c) 0
+#endif
+
+#define CORPUS_SIZE (66 * 1024 + 512)	/* >= LZ4_64Klimit: byU32 tables in the one-shot APIs */
+#define SHAPES_SIZE 6000		/* the part of the corpus with structure */
+#define PREFIX_SIZE 2048		/* the area before the corpus: an adjacent dictionary */
+#define DICT_SIZE 2048			/* the external dictionary */
+#define AREA_SIZE (PREFIX_SIZE + CORPUS_SIZE)
+#define BIG_DICT_AT (AREA_SIZE - 65536)	/* LZ4_loadDict keeps the last 64 KiB */
+#define CATCH_CAP 2023			/* output limit: the catch-up match is cut short */
+
+static LZ4_stream_t cstate, cstream, cdict, cdict_big;
+static unsigned char area[AREA_SIZE];
+#define corpus (area + PREFIX_SIZE)
+static unsigned char dictbuf[DICT_SIZE];
+static unsigned char cpacked[CORPUS_SIZE + CORPUS_SIZE / 255 + 64];
+static unsigned char cout[CORPUS_SIZE];
+static unsigned long lz4c_sum;
+
+static void mix(long value)
+{
+	lz4c_sum = lz4c_sum * 1000003UL + (unsigned long)value;
+}
+
+/* Incompressible bytes. */
+static noinline void random_fill(unsigned char *buf, unsigned long n, unsigned long seed)
+{
+	unsigned long x = seed * 0x9E3779B97F4A7C15UL + 1;
+
+	for (unsigned long i = 0; i < n; i++) {
+		x = x * 6364136223846793005UL + 1442695040888963407UL;
+		buf[i] = (unsigned char)(x >> 41);
+	}
+}
+
+/* The corpus:
+ *   [0, 3200)     random; [2003, 3103) repeats [3, 1103): with acceleration 1000 the
+ *                 search probes 1, 2, 1002, 2002, 3002 and finds that repeat at 3002,
+ *                 999 bytes after its start (catch-up; literal run >= 270; match > 1039)
+ *   [3200, 4400)  text: short matches, immediate next-position matches
+ *   [4400, 4472)  the external dictionary's last 32 bytes, then [0, 40) again: a match
+ *                 that reaches the dictionary's end and continues at the block start
+ *   [4472, 5000)  zeros; [5000, 5300) random; [5300, 5600) repeats text; then random
+ *   [6000, ...)   zeros; the last 700 bytes repeat [0, 700), 67 KiB back: too far
+ * The area before it is text (an adjacent dictionary). */
+static noinline void build_corpus(void)
+{
+	memset(area, 0, sizeof(area));
+	make_input(area, PREFIX_SIZE, 9);
+	random_fill(corpus, 3200, 1);
+	memcpy(corpus + 2003, corpus + 3, 1100);
+	corpus[2002] = (unsigned char)~corpus[2];
+	make_input(corpus + 3200, 1200, 5);
+	random_fill(dictbuf, DICT_SIZE, 6);
+	memcpy(dictbuf + 100, corpus + 3400, 500);	/* text the corpus repeats */
+	memcpy(corpus + 4400, dictbuf + DICT_SIZE - 32, 32);
+	memcpy(corpus + 4432, corpus, 40);
+	random_fill(corpus + 5000, 300, 2);
+	memcpy(corpus + 5300, corpus + 3300, 300);
+	random_fill(corpus + 5600, 400, 3);
+	memcpy(corpus + CORPUS_SIZE - 700, corpus, 700);
+}
+
+enum mode {
+	M_FAST,		/* LZ4_compress_fast_extState (limited when cap < bound) */
+	M_DEST,		/* LZ4_compress_destSize_extState */
+	M_PREFIX_SMALL,	/* continue: prefix, loaded dictionary < 64 KiB (dictSmall) */
+	M_PREFIX,	/* continue: prefix, primed by a first block (noDictIssue) */
+	M_EXT_SMALL,	/* continue: loaded dictionary elsewhere (dictSmall) */
+	M_EXT,		/* continue: a first block elsewhere (noDictIssue) */
+	M_CTX,		/* continue: attached cdict (dictCtx; copied above 4 KiB) */
+	M_CTX_BIG,	/* continue: attached cdict_big, 64 KiB, its start > 64 KiB back */
+	M_COUNT
+};
+
+/* Compress src[0, n) with the mode's API and dictionary setup into cpacked (capacity cap);
+ * for M_DEST, *consumed is the input it consumed. */
+static noinline int compress_mode(int mode, const unsigned char *src, int n, int cap,
+				  int acceleration, int *consumed)
+{
+	LZ4_stream_t *dict = &cdict;
+	int r;
+
+	*consumed = n;
+	DBG(mode, n, cap);
+	switch (mode) {
+	case M_FAST:
+		return LZ4_compress_fast_extState(&cstate, (const char *)src, (char *)cpacked, n,
+						  cap, acceleration);
+	case M_DEST:
+		return LZ4_compress_destSize_extState(&cstate, (const char *)src,
+						      (char *)cpacked, consumed, cap,
+						      acceleration);
+	case M_PREFIX_SMALL:
+		LZ4_loadDict(&cstream, (const char *)src - PREFIX_SIZE, PREFIX_SIZE);
+		break;
+	case M_PREFIX:
+		LZ4_initStream(&cstream, sizeof(cstream));
+		r = LZ4_compress_fast_continue(&cstream, (const char *)src - 16, (char *)cout,
+					       16, 64, 1);
+		expect(r > 0);
+		break;
+	case M_EXT_SMALL:
+		LZ4_loadDict(&cstream, (const char *)dictbuf, DICT_SIZE);
+		break;
+	case M_EXT:
+		LZ4_initStream(&cstream, sizeof(cstream));
+		r = LZ4_compress_fast_continue(&cstream, (const char *)dictbuf, (char *)cout,
+					       DICT_SIZE, DICT_SIZE + 64, 1);
+		expect(r > DICT_SIZE);
+		break;
+	case M_CTX_BIG:
+		dict = &cdict_big;
+		/* fall through */
+	default:	/* M_CTX */
+		LZ4_initStream(&cstream, sizeof(cstream));
+		LZ4_attach_dictionary(&cstream, dict);
+		break;
+	}
+	return LZ4_compress_fast_continue(&cstream, (const char *)src, (char *)cpacked, n, cap,
+					  acceleration);
+}
+
+/* 1 when a[0, n) == b[0, n): eight bytes a step, without branching on the data (the
+ * image's memcmp goes a byte at a time; the corpus is 66 KiB) */
+static noinline int same(const unsigned char *a, const unsigned char *b, unsigned long n)
+{
+	unsigned long diff = 0, i = 0;
+
+	for (; i + 8 <= n; i += 8) {
+		unsigned long x, y;
+
+		__builtin_memcpy(&x, a + i, 8);
+		__builtin_memcpy(&y, b + i, 8);
+		diff |= x ^ y;
+	}
+	for (; i < n; i++)
+		diff |= (unsigned long)(a[i] ^ b[i]);
+	return diff == 0;
+}
+
+/* Decompress cpacked (c bytes) as the mode's output for src[0, n); 1 when it is src. */
+static noinline int verify(int mode, const unsigned char *src, int n, int c)
+{
+	static const int sizes[M_COUNT] = { 0, 0, PREFIX_SIZE, 16, DICT_SIZE, DICT_SIZE,
+					    DICT_SIZE, 65536 };
+	const unsigned char *dict = mode == M_PREFIX_SMALL || mode == M_PREFIX ?
+				    src - sizes[mode] : mode == M_CTX_BIG ?
+				    area + BIG_DICT_AT : dictbuf;
+	int d = LZ4_decompress_safe_usingDict((const char *)cpacked, (char *)cout, c, n,
+					      (const char *)dict, sizes[mode]);
+
+	return d == n && same(cout, src, (unsigned long)n);
+}
+
+/* A full compression of src[0, n), verified. */
+static noinline int run_full(int mode, const unsigned char *src, int n, int acceleration)
+{
+	int c, consumed;
+
+	c = compress_mode(mode, src, n, (int)sizeof(cpacked), acceleration, &consumed);
+	expect(c > 0 && consumed == n && verify(mode, src, n, c));
+	mix(c);
+	return c;
+}
+
+/* Compress with a limit; for M_DEST verify the prefix it consumed. */
+static noinline void run_cap(int mode, const unsigned char *src, int n, int cap,
+			     int acceleration)
+{
+	int c, consumed;
+
+	c = compress_mode(mode, src, n, cap, acceleration, &consumed);
+	expect(mode != M_DEST || (c <= cap && verify(M_FAST, src, consumed, c)));
+	mix(c);
+	mix(consumed);
+}
+
+/* A full compression, then limits at each overflow exit: the last literals, the first
+ * literal run (10), the first match (2021: its literals fit, its length bytes do not). */
+static noinline void run_limits(int mode, const unsigned char *src, int n)
+{
+	int c = run_full(mode, src, n, 1);
+
+	run_cap(mode, src, n, c, 1);	/* limited (FAST), filled (DEST): just fits */
+	run_cap(mode, src, n, c - 1, 1);
+	run_cap(mode, src, n, 10, 1);
+	run_cap(mode, src, n, 2021, 1);
+}
+
+/* 20 random bytes and 33 zeros: the zero match is found at 21 and runs to the match
+ * limit, where LZ4_count() ends with its 4-, 2- and 1-byte steps; then only 5 literals.
+ * And all-literal blocks (below LZ4_minLength; 14 literals: no length byte). */
+static noinline void run_tiny(int mode)
+{
+	static unsigned char tiny[64 + PREFIX_SIZE];
+	unsigned char *t = tiny + PREFIX_SIZE;
+	int c;
+
+	memcpy(tiny, area, PREFIX_SIZE);
+	random_fill(t, 20, 7);
+	memset(t + 20, 0, 44);
+	c = run_full(mode, t, 53, 1);
+	run_cap(mode, t, 53, c, 1);
+	run_full(mode, t, 12, 1);
+	run_full(mode, t, 14, 1);
+}
+
+/* Size arguments the library rejects or special-cases before reading the input. */
+static noinline void run_sizes(int mode, const unsigned char *src)
+{
+	int consumed;
+
+	mix(compress_mode(mode, src, 0, 16, 1, &consumed));		/* empty block */
+	mix(compress_mode(mode, src, 0, 1, 1, &consumed));
+	mix(compress_mode(mode, src, 0, 0, 1, &consumed));		/* ... with no room */
+	mix(compress_mode(mode, src, 100, 0, 1, &consumed));
+	mix(compress_mode(mode, src, LZ4_MAX_INPUT_SIZE + 1, -1, 1, &consumed));
+	mix(compress_mode(mode, src, LZ4_MAX_INPUT_SIZE + 1, 1 << 30, 1, &consumed));
+	/* negative sizes: the one-shot APIs reject them (the streaming one asserts) */
+	mix(compress_mode(mode, src, mode < M_PREFIX_SMALL ? -5 : LZ4_MAX_INPUT_SIZE + 2, 100, 1, &consumed));
+	mix(compress_mode(mode, src, mode < M_PREFIX_SMALL ? -5 : LZ4_MAX_INPUT_SIZE + 2, -1, 1, &consumed));
+}
+
+/* fillOutput: a match cut short so far that positions already hashed must be cleared
+ * (acceleration 1000, see build_corpus), and limits sweeping the text, where an
+ * immediate next match meets the end of the output. */
+static noinline void run_fill(const unsigned char *src, int n)
+{
+	run_cap(M_DEST, src, n, CATCH_CAP, 1000);
+	run_cap(M_DEST, src, n, CATCH_CAP, 1);
+	for (int cap = 2100; cap < 2116; cap++)
+		run_cap(M_DEST, src, n, cap, 1);
+}
+
+/* LZ4_renormDictT: a stream whose indexes approach 2 GiB (set as LZ4's own tests do:
+ * reaching it by compressing would take 2 GiB of input), with more than 64 KiB of
+ * history, is rescaled before its next block; both blocks must decompress. */
+static noinline void run_renorm(void)
+{
+	const int first = AREA_SIZE - 3000;
+	int c1, c2, d;
+
+	LZ4_initStream(&cstream, sizeof(cstream));
+	cstream.internal_donotuse.currentOffset = 0x80000000U - 70000;
+	c1 = LZ4_compress_fast_continue(&cstream, (const char *)area, (char *)cpacked, first,
+					(int)sizeof(cpacked), 1);
+	c2 = LZ4_compress_fast_continue(&cstream, (const char *)area + first,
+					(char *)cpacked + c1, 3000, (int)sizeof(cpacked) - c1, 1);
+	expect(cstream.internal_donotuse.currentOffset == 65536 + 3000);
+	d = LZ4_decompress_safe_usingDict((const char *)cpacked + c1, (char *)cout, c2, 3000,
+					  (const char *)area, first);
+	expect(c1 > 0 && d == 3000 && same(cout, area + first, 3000));
+	mix(c1);
+	mix(c2);
+}
+
+/* LZ4_initStream's refusals, LZ4_loadDict's tiny and oversized dictionaries,
+ * LZ4_loadDictSlow, and LZ4_attach_dictionary with an empty or no dictionary. */
+static noinline void run_setup(void)
+{
+	int c;
+
+	mix(LZ4_initStream(0, sizeof(LZ4_stream_t)) == 0);
+	mix(LZ4_initStream(&cstream, sizeof(LZ4_stream_t) - 1) == 0);
+	mix(LZ4_initStream((char *)&cstream + 1, sizeof(LZ4_stream_t)) == 0);
+	mix(LZ4_loadDict(&cstream, (const char *)dictbuf, 7));
+	mix(LZ4_loadDict(&cdict_big, (const char *)area, AREA_SIZE));
+	/* a slowly loaded dictionary, used */
+	mix(LZ4_loadDictSlow(&cstream, (const char *)dictbuf, DICT_SIZE));
+	c = LZ4_compress_fast_continue(&cstream, (const char *)corpus + 3200, (char *)cpacked,
+				       1500, (int)sizeof(cpacked), 1);
+	expect(c > 0 && verify(M_EXT_SMALL, corpus + 3200, 1500, c));
+	mix(c);
+	/* attaching an empty dictionary or none: plain streams */
+	LZ4_initStream(&cdict, sizeof(cdict));
+	LZ4_initStream(&cstream, sizeof(cstream));
+	LZ4_attach_dictionary(&cstream, &cdict);
+	LZ4_attach_dictionary(&cstream, 0);
+	mix(LZ4_compress_fast_continue(&cstream, (const char *)corpus + 3200, (char *)cpacked,
+				       500, (int)sizeof(cpacked), 1));
+	mix(LZ4_loadDict(&cdict, (const char *)dictbuf, DICT_SIZE));
+}
 
 unsigned long drive_lz4_compress(void)
 {
-	return 0;
+	lz4c_sum = 0;
+	build_corpus();
+	run_setup();
+	for (int mode = 0; mode < M_COUNT; mode++) {
+		run_limits(mode, corpus, SHAPES_SIZE);
+		run_sizes(mode, corpus);
+		run_tiny(mode);
+	}
+	/* byU32 tables in the one-shot APIs */
+	run_limits(M_FAST, corpus, CORPUS_SIZE);
+	run_limits(M_DEST, corpus, CORPUS_SIZE);
+	run_fill(corpus, SHAPES_SIZE);
+	run_fill(corpus, CORPUS_SIZE);
+	/* candidates beyond the window in every stream variant */
+	for (int mode = M_PREFIX_SMALL; mode < M_CTX; mode++)
+		run_full(mode, corpus, CORPUS_SIZE, 1);
+	run_full(M_CTX, corpus + 3200, 2800, 1);		/* dictCtx, <= 4 KiB */
+	run_full(M_CTX_BIG, corpus + 2560, 3000, 1);
+	run_full(M_CTX_BIG, corpus + 2560, 5000, 1);	/* copied */
+	run_renorm();
+	return lz4c_sum;
 }
