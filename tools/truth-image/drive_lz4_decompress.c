@@ -16,9 +16,11 @@
  * (255-byte extension loops), offsets 1/2/3/4/<8/<16/>=16 (the overlap-copy variants),
  * matches inside the prefix, inside an external dictionary, and spanning dictionary and
  * block (with and without overlap), in the fast loop (>= 64 bytes of output left) and in
- * the safe loop.  Error exits come from the same blocks truncated at every byte, decoded
- * into outputs of every size, with corrupted offsets, and from the degenerate arguments the
- * decoder checks first (empty input/output, NULL source, negative capacity).
+ * the safe loop; each is checked against a byte-by-byte expansion of its sequences.  Error
+ * exits come from the same blocks truncated (every n-th byte, at every token and offset,
+ * through every length extension), decoded into too-small outputs (every n-th size), in
+ * contexts whose history is too short for their offsets, and from the degenerate arguments
+ * the decoder checks first (empty input/output, NULL source, negative capacity).
  *
  * What stays unexecuted (51 instructions over the six copies) is dead given the types:
  *  - "addl == rvl_error" tested again after read_variable_length() returned normally
@@ -53,6 +55,7 @@ struct seq {
 
 static unsigned char literals[1024];
 static unsigned char block[OUT_MAX];
+static unsigned char expected[OUT_MAX];
 static unsigned char ring_block[16];
 static unsigned char out[OUT_MAX + SLACK];
 static unsigned char prefix_64k[PREFIX_64K + OUT_MAX + SLACK];
@@ -113,6 +116,25 @@ static noinline int build_block(unsigned char *dst, const struct seq *s, int *de
 	}
 	*decoded = (int)pos;
 	return (int)(p - dst);
+}
+
+/* What a sequence list decodes to, byte by byte (matches reaching before the block read
+ * the history ending at history_end); returns the size. */
+static noinline int expand_reference(const struct seq *s, const unsigned char *history_end,
+				     unsigned char *dst)
+{
+	int pos = 0;
+	unsigned int lit_at = 0;
+
+	for (;; s++) {
+		memcpy(dst + pos, literals + lit_at, s->lit);
+		lit_at = (lit_at + s->lit) & 255;
+		pos += s->lit;
+		if (s->mlen == 0)
+			return pos;
+		for (int i = 0, from = s->back ? -s->back : pos - s->off; i < s->mlen; i++, from++)
+			dst[pos++] = from < 0 ? history_end[from] : dst[from];
+	}
 }
 
 /* Decode src[0..len) into cap bytes (target bytes for the partial decoder) in every
@@ -179,9 +201,15 @@ static noinline unsigned long exercise(const struct seq *s, int sweep, int marks
 	int size, len, r;
 
 	len = build_block(block, s, &size);
+	/* the block decodes to what its sequences say, the 64 KiB prefix either external or
+	 * adjacent (every shape is valid with 64 KiB of history) */
+	expect(expand_reference(s, prefix_64k + PREFIX_64K, expected) == size);
 	r = LZ4_decompress_safe_usingDict((const char *)block, (char *)out, len, size + SLACK,
 					  (const char *)prefix_64k, PREFIX_64K);
-	expect(r == size);
+	expect(r == size && memcmp(out, expected, (unsigned long)size) == 0);
+	r = LZ4_decompress_safe_usingDict((const char *)block, (char *)prefix_64k + PREFIX_64K,
+					  len, size, (const char *)prefix_64k, PREFIX_64K);
+	expect(r == size && memcmp(prefix_64k + PREFIX_64K, expected, (unsigned long)size) == 0);
 	sum += decode_everywhere(block, len, size, size);
 	sum += decode_everywhere(block, len, size + SLACK, size / 2);
 	for (int cut = 0; sweep && cut < len; cut += sweep)
@@ -259,6 +287,7 @@ unsigned long drive_lz4_decompress(void)
 
 	make_input(literals, sizeof(literals), 4242);
 	make_input(ext_dict, EXT_DICT, 99);
+	make_input(prefix_64k + PREFIX_64K - 1024, 1024, 7);	/* history the shapes reach */
 	ring_block_size = build_block(ring_block, ring_seq, &r);
 	expect(r == RING_PREFIX);
 
