@@ -247,15 +247,64 @@ static noinline void run_sizes(int mode, const unsigned char *src)
 	mix(compress_mode(mode, src, mode < M_PREFIX_SMALL ? -5 : LZ4_MAX_INPUT_SIZE + 2, -1, 1, &consumed));
 }
 
-/* fillOutput: a match cut short so far that positions already hashed must be cleared
- * (acceleration 1000, see build_corpus), and limits sweeping the text, where an
- * immediate next match meets the end of the output. */
+/* fillOutput: a match cut short so far back that positions already hashed must be
+ * cleared (acceleration 1000, see build_corpus), and cut short after them. */
 static noinline void run_fill(const unsigned char *src, int n)
 {
 	run_cap(M_DEST, src, n, CATCH_CAP, 1000);
 	run_cap(M_DEST, src, n, CATCH_CAP, 1);
-	for (int cap = 2100; cap < 2116; cap++)
-		run_cap(M_DEST, src, n, cap, 1);
+}
+
+/* A period-4 block continuing the external dictionary's period-4 end: its first match
+ * starts in the dictionary, reaches its end and continues at the block's start up to the
+ * match limit; four lengths put LZ4_count()'s last steps at every remainder. */
+static noinline void run_periodic(int mode, int n)
+{
+	static unsigned char periodic[4200 + PREFIX_SIZE];
+	unsigned char *p = periodic + PREFIX_SIZE;
+
+	memcpy(periodic, area, PREFIX_SIZE);
+	for (int i = 0; i < 4200; i++)
+		p[i] = (unsigned char)"wxyz"[i & 3];
+	for (int k = 0; k < 4; k++)
+		run_full(mode, p, n + k, 1);
+}
+
+/* A block ending inside the stream's dictionary (a ring buffer wrapping around): the
+ * dictionary shrinks to the part after the block, to nothing when under 4 bytes, to
+ * 64 KiB when longer; and a tiny dictionary next to an attached one. */
+static noinline void run_overlap(void)
+{
+	int c;
+
+	/* the dictionary becomes [4700, 5200) */
+	LZ4_initStream(&cstream, sizeof(cstream));
+	mix(LZ4_compress_fast_continue(&cstream, (const char *)corpus + 4200, (char *)cpacked,
+				       1000, (int)sizeof(cpacked), 1));
+	c = LZ4_compress_fast_continue(&cstream, (const char *)corpus + 3700, (char *)cpacked,
+				       1000, (int)sizeof(cpacked), 1);
+	expect(LZ4_decompress_safe_usingDict((const char *)cpacked, (char *)cout, c, 1000,
+					     (const char *)corpus + 4700, 500) == 1000 &&
+	       same(cout, corpus + 3700, 1000));
+	/* ... then 2 bytes are left of [3700, 4700): none */
+	c = LZ4_compress_fast_continue(&cstream, (const char *)corpus + 2702, (char *)cpacked,
+				       1996, (int)sizeof(cpacked), 1);
+	expect(LZ4_decompress_safe((const char *)cpacked, (char *)cout, c, 1996) == 1996 &&
+	       same(cout, corpus + 2702, 1996));
+	/* a 3-byte history, then an attached dictionary, then a block ending inside it */
+	LZ4_initStream(&cstream, sizeof(cstream));
+	mix(LZ4_compress_fast_continue(&cstream, (const char *)corpus + 3300, (char *)cpacked,
+				       3, 64, 1));
+	LZ4_attach_dictionary(&cstream, &cdict);
+	c = LZ4_compress_fast_continue(&cstream, (const char *)corpus + 3291, (char *)cpacked,
+				       11, 64, 1);
+	expect(LZ4_decompress_safe_usingDict((const char *)cpacked, (char *)cout, c, 11,
+					     (const char *)dictbuf, DICT_SIZE) == 11 &&
+	       same(cout, corpus + 3291, 11));
+	/* a fresh stream: its empty history is dropped, then the size is refused */
+	LZ4_initStream(&cstream, sizeof(cstream));
+	mix(LZ4_compress_fast_continue(&cstream, (const char *)corpus, (char *)cpacked,
+				       LZ4_MAX_INPUT_SIZE + 1, 64, 1));
 }
 
 /* LZ4_renormDictT: a stream whose indexes approach 2 GiB (set as LZ4's own tests do:
@@ -278,6 +327,12 @@ static noinline void run_renorm(void)
 	expect(c1 > 0 && d == 3000 && same(cout, area + first, 3000));
 	mix(c1);
 	mix(c2);
+	/* a block ending more than 64 KiB before the history's end: 64 KiB are kept */
+	c1 = LZ4_compress_fast_continue(&cstream, (const char *)area + 1000, (char *)cpacked,
+					1000, (int)sizeof(cpacked), 1);
+	d = LZ4_decompress_safe_usingDict((const char *)cpacked, (char *)cout, c1, 1000,
+					  (const char *)area + AREA_SIZE - 65536, 65536);
+	expect(d == 1000 && same(cout, area + 1000, 1000));
 }
 
 /* LZ4_initStream's refusals, LZ4_loadDict's tiny and oversized dictionaries,
@@ -316,7 +371,9 @@ unsigned long drive_lz4_compress(void)
 		run_limits(mode, corpus, SHAPES_SIZE);
 		run_sizes(mode, corpus);
 		run_tiny(mode);
+		run_periodic(mode, 100);
 	}
+	run_periodic(M_CTX, 4100);	/* copied */
 	/* byU32 tables in the one-shot APIs */
 	run_limits(M_FAST, corpus, CORPUS_SIZE);
 	run_limits(M_DEST, corpus, CORPUS_SIZE);
@@ -329,5 +386,6 @@ unsigned long drive_lz4_compress(void)
 	run_full(M_CTX_BIG, corpus + 2560, 3000, 1);
 	run_full(M_CTX_BIG, corpus + 2560, 5000, 1);	/* copied */
 	run_renorm();
+	run_overlap();
 	return lz4c_sum;
 }
