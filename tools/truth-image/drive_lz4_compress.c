@@ -301,8 +301,9 @@ static noinline void run_overlap(void)
 	expect(LZ4_decompress_safe_usingDict((const char *)cpacked, (char *)cout, c, 11,
 					     (const char *)dictbuf, DICT_SIZE) == 11 &&
 	       same(cout, corpus + 3291, 11));
-	/* a fresh stream: its empty history is dropped, then the size is refused */
-	LZ4_initStream(&cstream, sizeof(cstream));
+	/* a stream with an empty loaded dictionary: its history is dropped, then the size
+	 * is refused */
+	mix(LZ4_loadDict(&cstream, (const char *)dictbuf, 7));
 	mix(LZ4_compress_fast_continue(&cstream, (const char *)corpus, (char *)cpacked,
 				       LZ4_MAX_INPUT_SIZE + 1, 64, 1));
 }
@@ -374,6 +375,7 @@ unsigned long drive_lz4_compress(void)
 		run_periodic(mode, 100);
 	}
 	run_periodic(M_CTX, 4100);	/* copied */
+	run_limits(M_CTX, corpus, 4096);	/* not copied */
 	/* byU32 tables in the one-shot APIs */
 	run_limits(M_FAST, corpus, CORPUS_SIZE);
 	run_limits(M_DEST, corpus, CORPUS_SIZE);
