@@ -211,9 +211,9 @@ static noinline unsigned long crafted_fixed(void)
 {
 	unsigned long sum = 0;
 
+	use_fixed();
 	for (unsigned k = 0; k < 8; k++) {
 		bw_reset();
-		use_fixed();
 		put_header(0, 1);
 		for (unsigned i = 0; i < k; i++)
 			put_sym(&lit_code, 200 + i);
@@ -245,9 +245,9 @@ static noinline unsigned long crafted_invalid(void)
 {
 	unsigned long sum = 0;
 
+	use_fixed();
 	for (unsigned kind = 0; kind < 5; kind++) {
 		bw_reset();
-		use_fixed();
 		put_header(1, 1);
 		for (unsigned i = 0; i < 12 + kind; i++)
 			put_sym(&lit_code, 'A' + i);
@@ -297,7 +297,7 @@ static noinline unsigned long crafted_codes(void)
 			bw_put(1, 1);			/* the missing literal/length code */
 		put_sym(&lit_code, 256);
 		bit_pos += 160;
-		sum = sum * 7 + inflate_ways(bits_buf, bw_bytes(), 0);
+		sum = sum * 7 + inflate_ways(bits_buf, bw_bytes(), kind == 0);
 	}
 	return sum;
 }
@@ -329,7 +329,8 @@ static noinline unsigned long crafted_long(void)
 		put_dynamic(ll, 285, dl, 30, cl_plain);
 		for (unsigned i = 0; i < 40 + k; i++)
 			put_sym(&lit_code, (i * 37 + k) & 255);
-		for (unsigned i = 0; i < 10; i++) {
+		for (unsigned i = 0; i < 5; i++) {
+			put_match(227 + i, 257 + i * 150 + k);	/* 7 and 8 extra bits */
 			put_match(227 + (i + k) % 31, i & 1 ? 2 : 1);
 			put_match(131 + (i * 7) % 32, 3 + i * 3);
 			put_sym(&lit_code, i);
@@ -366,7 +367,7 @@ static noinline unsigned long crafted_window(void)
 	make_input(src, 520, 4242);
 	for (unsigned i = 0; i < 520; i++)
 		put_sym(&lit_code, src[i]);
-	for (unsigned i = 0; i < 30; i++) {
+	for (unsigned i = 0; i < 24; i++) {
 		put_match(258 - (i * 37) % 200, 1 + (i * 97) % 511);
 		put_sym(&lit_code, i);
 		put_match(3 + i % 40, 400 + i);
@@ -376,6 +377,8 @@ static noinline unsigned long crafted_window(void)
 		sum = sum * 7 + inflate_run(bits_buf, bw_bytes(), i & 1 ? -10 : -9, 1 << 20,
 					    out_chunks[i], i & 2 ? Z_SYNC_FLUSH : Z_NO_FLUSH);
 	}
+	/* a window that never wraps: contiguous copies continuing from the output */
+	sum = sum * 7 + inflate_run(bits_buf, bw_bytes(), -15, 1 << 20, 600, Z_NO_FLUSH);
 	return sum;
 }
 
@@ -393,7 +396,7 @@ static noinline void shape_input(unsigned char *buf, unsigned long n, unsigned k
 
 		x = x * 6364136223846793005UL + 1442695040888963407UL;
 		r = x >> 33;
-		len = 1 + r % (kind == 1 ? 14 : 40);
+		len = kind == 1 && (r & 7) == 0 ? 300 : 1 + r % (kind == 1 ? 14 : 40);
 		len = len > n - i ? n - i : len;
 		for (unsigned long j = 0; j < len; j++, i++) {
 			unsigned long back = 1 + (r >> 8) % 600;
@@ -401,7 +404,7 @@ static noinline void shape_input(unsigned char *buf, unsigned long n, unsigned k
 			x ^= (x << 13) ^ (x >> 7) ^ (x << 17);	/* xorshift: per-byte noise */
 
 			buf[i] = kind == 0 ? (i > back && (r & 3) ? buf[i - back] : (unsigned char)(r >> (j & 15)) % 64 + 32) :
-				 kind == 1 ? (unsigned char)('a' + (r >> 20) % 4) :
+				 kind == 1 ? (unsigned char)("\0abc"[(r >> 20) % 4]) :
 				 kind == 2 ? (unsigned char)(x >> (8 + j % 48)) :
 				 (unsigned char)("\a\b\v\f\x1a\x1b"[(r >> 12) % 6]);
 		}
@@ -443,26 +446,25 @@ static noinline unsigned long deflate_shapes(void)
 	} cases[] = {
 		/* Z_PARTIAL_FLUSH: _tr_align at every bit position */
 		{ 1, Z_DEFAULT_STRATEGY, 12, 3, 0, 400, 97, 8000, Z_PARTIAL_FLUSH, Z_FINISH },
-		{ 6, Z_DEFAULT_STRATEGY, 12, 3, 0, 300, 61, 8000, Z_PARTIAL_FLUSH, Z_PARTIAL_FLUSH },
-		{ 9, Z_FILTERED, 11, 2, 0, 150, 37, 8000, Z_PARTIAL_FLUSH, Z_FINISH },
+		{ 6, Z_DEFAULT_STRATEGY, 12, 3, 0, 120, 61, 8000, Z_PARTIAL_FLUSH, Z_PARTIAL_FLUSH },
+		{ 9, Z_FILTERED, 11, 2, 0, 80, 37, 8000, Z_PARTIAL_FLUSH, Z_FINISH },
 		/* many dynamic blocks (small literal buffer) */
-		{ 1, Z_DEFAULT_STRATEGY, 12, 1, 0, 2000, 9000, 12000, Z_NO_FLUSH, Z_FINISH },
-		{ 4, Z_DEFAULT_STRATEGY, 10, 1, 0, 800, 9000, 12000, Z_NO_FLUSH, Z_FINISH },
+		{ 4, Z_DEFAULT_STRATEGY, 12, 1, 0, 600, 9000, 12000, Z_NO_FLUSH, Z_FINISH },
 		/* random bytes: stored blocks chosen; binary data */
-		{ 6, Z_DEFAULT_STRATEGY, 12, 1, 2, 700, 3000, 8000, Z_NO_FLUSH, Z_FINISH },
-		{ 1, Z_DEFAULT_STRATEGY, 10, 2, 2, 600, 300, 8000, Z_SYNC_FLUSH, Z_FINISH },
+		{ 6, Z_DEFAULT_STRATEGY, 12, 1, 2, 400, 3000, 8000, Z_NO_FLUSH, Z_FINISH },
+		{ 1, Z_DEFAULT_STRATEGY, 10, 2, 2, 400, 300, 8000, Z_SYNC_FLUSH, Z_FINISH },
 		/* gray-listed bytes only; empty input */
 		{ 6, Z_DEFAULT_STRATEGY, 12, 2, 3, 200, 500, 8000, Z_NO_FLUSH, Z_FINISH },
 		{ 6, Z_DEFAULT_STRATEGY, 12, 2, 3, 0, 500, 8000, Z_NO_FLUSH, Z_FINISH },
 		/* runs: RLE scan exits; Huffman-only and RLE with flushes */
-		{ 2, Z_RLE, 10, 2, 1, 800, 101, 8000, Z_SYNC_FLUSH, Z_FINISH },
-		{ 2, Z_HUFFMAN_ONLY, 10, 2, 1, 500, 101, 8000, Z_FULL_FLUSH, Z_FINISH },
-		{ 3, Z_RLE, 9, 1, 1, 700, 1000, 5, Z_NO_FLUSH, Z_FINISH },
+		{ 2, Z_RLE, 10, 2, 1, 400, 101, 8000, Z_SYNC_FLUSH, Z_FINISH },
+		{ 2, Z_HUFFMAN_ONLY, 10, 2, 1, 250, 101, 8000, Z_FULL_FLUSH, Z_FINISH },
+		{ 3, Z_RLE, 9, 1, 1, 800, 1000, 5, Z_NO_FLUSH, Z_FINISH },
 		/* tiny blocks: static trees chosen */
-		{ 5, Z_DEFAULT_STRATEGY, 12, 2, 0, 100, 13, 8000, Z_SYNC_FLUSH, Z_FINISH },
+		{ 5, Z_DEFAULT_STRATEGY, 12, 2, 0, 50, 13, 8000, Z_SYNC_FLUSH, Z_FINISH },
 		/* small outputs with flushes: pending output at every return */
-		{ 6, Z_DEFAULT_STRATEGY, 12, 2, 0, 300, 150, 3, Z_SYNC_FLUSH, Z_FINISH },
-		{ 1, Z_DEFAULT_STRATEGY, 12, 2, 0, 400, 200, 9, Z_PARTIAL_FLUSH, Z_FINISH },
+		{ 6, Z_DEFAULT_STRATEGY, 12, 2, 0, 200, 150, 3, Z_SYNC_FLUSH, Z_FINISH },
+		{ 1, Z_DEFAULT_STRATEGY, 12, 2, 0, 250, 200, 9, Z_PARTIAL_FLUSH, Z_FINISH },
 		/* stored: direct copies into a small window that slides */
 		{ 0, Z_DEFAULT_STRATEGY, 9, 1, 0, 2000, 100, 8000, Z_SYNC_FLUSH, Z_FINISH },
 		{ 0, Z_DEFAULT_STRATEGY, 9, 1, 0, 2000, 130, 8000, Z_NO_FLUSH, Z_SYNC_FLUSH },
@@ -534,7 +536,7 @@ static noinline unsigned long deflate_api(void)
 			deflate(&zs, Z_SYNC_FLUSH);
 		}
 		sum += (unsigned long)(deflateParams(&zs, 5, Z_DEFAULT_STRATEGY) + 8) << slides;
-		zs.avail_in = 1000;
+		zs.avail_in = 200;
 		sum += (unsigned long)(deflate(&zs, Z_FINISH) + 8) + zs.total_out;
 	}
 
@@ -572,7 +574,8 @@ static noinline unsigned long deflate_api(void)
 		for (unsigned i = 0; i < sizeof(bad_status) / sizeof(bad_status[0]); i++) {
 			s->status = bad_status[i];
 			r = deflateParams(&zs, 2, Z_DEFAULT_STRATEGY);
-			sum = sum * 3 + (unsigned long)(r + 8);
+			sum = sum * 3 + (unsigned long)(r + 8) + deflateBound(&zs, 99);
+			sum = sum * 3 + (unsigned long)(deflate(&zs, Z_NO_FLUSH) + deflateEnd(&zs) + 16);
 		}
 		s->status = INIT_STATE;
 		s->strm = &zcopy;
@@ -603,6 +606,48 @@ static noinline unsigned long deflate_api(void)
 	sum += (unsigned long)(deflateInit2(&zs, 6, 7, 12, 3, 0) + 8) << 6;	/* method */
 	sum += (unsigned long)(deflateInit2(&zs, 6, Z_DEFLATED, -16, 3, 0) + 8) << 7;
 	sum += (unsigned long)(deflateInit2(&zs, 6, Z_DEFLATED, -8, 3, 0) + 8) << 8;
+	return sum;
+}
+
+/* Flushes whose marker exactly exhausts the output (deflate returns with avail_out 0 right
+ * after the flush), an RLE flush with no symbols pending, a finished raw stream finished
+ * again. */
+static noinline unsigned long deflate_edges(void)
+{
+	unsigned long sum = 0, full;
+	static const signed char flushes[] = { Z_SYNC_FLUSH, Z_PARTIAL_FLUSH };
+
+	shape_input(src, 300, 0, 3);
+	for (unsigned i = 0; i < 2; i++) {
+		zreset(&zs);
+		deflateInit2(&zs, 1, Z_DEFLATED, 10, 2, Z_DEFAULT_STRATEGY);
+		zs.next_in = src;
+		zs.avail_in = 150;
+		zs.next_out = zbuf;
+		zs.avail_out = sizeof(zbuf);
+		deflate(&zs, flushes[i]);
+		full = zs.total_out;
+		deflateReset(&zs);
+		zs.next_in = src;
+		zs.avail_in = 150;
+		zs.next_out = zbuf;
+		zs.avail_out = (uInt)(full - 2 + i);
+		sum = sum * 5 + (unsigned long)(deflate(&zs, flushes[i]) + 8) + zs.avail_out;
+		zs.avail_out = 100;
+		sum = sum * 5 + (unsigned long)(deflate(&zs, flushes[i]) + 8) + zs.total_out;
+	}
+	for (unsigned i = 0; i < 2; i++) {
+		zreset(&zs);
+		deflateInit2(&zs, 2, Z_DEFLATED, -10, 2, i ? Z_HUFFMAN_ONLY : Z_RLE);
+		zs.next_in = src;
+		zs.avail_in = 120;
+		zs.next_out = zbuf;
+		zs.avail_out = sizeof(zbuf);
+		sum += (unsigned long)(deflate(&zs, Z_SYNC_FLUSH) + 8);
+		sum += (unsigned long)(deflate(&zs, Z_FULL_FLUSH) + 8);
+		sum += (unsigned long)(deflate(&zs, Z_FINISH) + 8);
+		sum += (unsigned long)(deflate(&zs, Z_FINISH) + 8) + zs.total_out;
+	}
 	return sum;
 }
 
@@ -696,7 +741,6 @@ static noinline unsigned long adler_paths(void)
 					      2 * 5552, 2 * 5552 + 32 };
 	unsigned long a = 0xfff0fff0UL;
 
-	shape_input(src, 2 * 5552 + 32, 2, 5);
 	for (unsigned i = 0; i < sizeof(lens) / sizeof(lens[0]); i++)
 		a = adler32_z(a ^ (i << 3), src + i, lens[i]) + (a << 1);
 	a += adler32(0xffe0ffe0UL, src, 1) + adler32(0xfff0fff0UL, src, 15);
@@ -717,6 +761,7 @@ unsigned long drive_zlib(void)
 	inflateEnd(&zs);
 	sum = sum * 31 + deflate_shapes();
 	sum = sum * 31 + deflate_api();
+	sum = sum * 31 + deflate_edges();
 	sum = sum * 31 + inflate_api();
 	sum = sum * 31 + adler_paths();
 	expect(steps_total < 400000);
