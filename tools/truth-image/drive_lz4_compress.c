@@ -38,6 +38,7 @@ static LZ4_stream_t cstate, cstream, cdict, cdict_big;
 static unsigned char area[AREA_SIZE];
 #define corpus (area + PREFIX_SIZE)
 static unsigned char dictbuf[DICT_SIZE];
+static unsigned char periodic[PREFIX_SIZE + 4200];	/* text, then "wxyz" repeated */
 static unsigned char cpacked[CORPUS_SIZE + CORPUS_SIZE / 255 + 64];
 static unsigned char cout[CORPUS_SIZE];
 static unsigned long lz4c_sum;
@@ -85,7 +86,11 @@ static noinline void build_corpus(void)
 	random_fill(corpus + 5000, 300, 2);
 	memcpy(corpus + 5300, corpus + 3300, 300);
 	random_fill(corpus + 5600, 400, 3);
+	memcpy(corpus + 65652, corpus, 300);
 	memcpy(corpus + CORPUS_SIZE - 700, corpus, 700);
+	memcpy(periodic, area, PREFIX_SIZE);
+	for (int i = 0; i < 4200; i++)
+		periodic[PREFIX_SIZE + i] = (unsigned char)"wxyz"[i & 3];
 }
 
 enum mode {
@@ -148,18 +153,18 @@ static noinline int compress_mode(int mode, const unsigned char *src, int n, int
 					  acceleration);
 }
 
-/* 1 when a[0, n) == b[0, n): eight bytes a step, without branching on the data (the
+/* 1 when a[0, n) == b[0, n): 32 bytes a step, without branching on the data (the
  * image's memcmp goes a byte at a time; the corpus is 66 KiB) */
 static noinline int same(const unsigned char *a, const unsigned char *b, unsigned long n)
 {
 	unsigned long diff = 0, i = 0;
 
-	for (; i + 8 <= n; i += 8) {
-		unsigned long x, y;
+	for (; i + 32 <= n; i += 32) {
+		unsigned long x[4], y[4];
 
-		__builtin_memcpy(&x, a + i, 8);
-		__builtin_memcpy(&y, b + i, 8);
-		diff |= x ^ y;
+		__builtin_memcpy(x, a + i, 32);
+		__builtin_memcpy(y, b + i, 32);
+		diff |= (x[0] ^ y[0]) | (x[1] ^ y[1]) | (x[2] ^ y[2]) | (x[3] ^ y[3]);
 	}
 	for (; i < n; i++)
 		diff |= (unsigned long)(a[i] ^ b[i]);
@@ -262,12 +267,8 @@ static noinline void run_fill(const unsigned char *src, int n)
  * match limit; four lengths put LZ4_count()'s last steps at every remainder. */
 static noinline void run_periodic(int mode, int n)
 {
-	static unsigned char periodic[4200 + PREFIX_SIZE];
-	unsigned char *p = periodic + PREFIX_SIZE;
+	const unsigned char *p = periodic + PREFIX_SIZE;
 
-	memcpy(periodic, area, PREFIX_SIZE);
-	for (int i = 0; i < 4200; i++)
-		p[i] = (unsigned char)"wxyz"[i & 3];
 	for (int k = 0; k < 4; k++)
 		run_full(mode, p, n + k, 1);
 }
@@ -315,7 +316,7 @@ static noinline void run_overlap(void)
  * history, is rescaled before its next block; both blocks must decompress. */
 static noinline void run_renorm(void)
 {
-	const int first = AREA_SIZE - 3000;
+	const int first = AREA_SIZE - 1500;
 	int c1, c2, d;
 
 	LZ4_initStream(&cstream, sizeof(cstream));
@@ -323,19 +324,19 @@ static noinline void run_renorm(void)
 	c1 = LZ4_compress_fast_continue(&cstream, (const char *)area, (char *)cpacked, first,
 					(int)sizeof(cpacked), 1);
 	c2 = LZ4_compress_fast_continue(&cstream, (const char *)area + first,
-					(char *)cpacked + c1, 3000, (int)sizeof(cpacked) - c1, 1);
-	expect(cstream.internal_donotuse.currentOffset == 65536 + 3000);
-	d = LZ4_decompress_safe_usingDict((const char *)cpacked + c1, (char *)cout, c2, 3000,
+					(char *)cpacked + c1, 1500, (int)sizeof(cpacked) - c1, 1);
+	expect(cstream.internal_donotuse.currentOffset == 65536 + 1500);
+	d = LZ4_decompress_safe_usingDict((const char *)cpacked + c1, (char *)cout, c2, 1500,
 					  (const char *)area, first);
-	expect(c1 > 0 && d == 3000 && same(cout, area + first, 3000));
+	expect(c1 > 0 && d == 1500 && same(cout, area + first, 1500));
 	mix(c1);
 	mix(c2);
 	/* a block ending more than 64 KiB before the history's end: 64 KiB are kept */
-	c1 = LZ4_compress_fast_continue(&cstream, (const char *)area + 1000, (char *)cpacked,
+	c1 = LZ4_compress_fast_continue(&cstream, (const char *)area + 3000, (char *)cpacked,
 					1000, (int)sizeof(cpacked), 1);
 	d = LZ4_decompress_safe_usingDict((const char *)cpacked, (char *)cout, c1, 1000,
 					  (const char *)area + AREA_SIZE - 65536, 65536);
-	expect(d == 1000 && same(cout, area + 1000, 1000));
+	expect(d == 1000 && same(cout, area + 3000, 1000));
 }
 
 /* LZ4_initStream's refusals, LZ4_loadDict's tiny and oversized dictionaries,
@@ -384,8 +385,8 @@ unsigned long drive_lz4_compress(void)
 	run_fill(corpus, SHAPES_SIZE);
 	run_fill(corpus, CORPUS_SIZE);
 	/* candidates beyond the window in every stream variant */
-	for (int mode = M_PREFIX_SMALL; mode < M_CTX; mode++)
-		run_full(mode, corpus, CORPUS_SIZE, 1);
+	run_full(M_EXT_SMALL, corpus, CORPUS_SIZE, 1);	/* the prefix modes: run_renorm */
+	run_full(M_EXT, corpus, CORPUS_SIZE, 1);
 	run_full(M_CTX, corpus + 3200, 2800, 1);		/* dictCtx, <= 4 KiB */
 	run_full(M_CTX_BIG, corpus + 2560, 3000, 1);
 	run_full(M_CTX_BIG, corpus + 2560, 5000, 1);	/* copied */
