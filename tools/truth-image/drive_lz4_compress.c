@@ -238,6 +238,16 @@ static noinline void run_tiny(int mode)
 	run_full(mode, t, 14, 1);
 }
 
+/* src[0, n) ends with a match reaching the match limit: compressed unlimited, limited
+ * to its size, and filled (with less room than LZ4_compressBound()). */
+static noinline void run_limit_tail(const unsigned char *src, int n)
+{
+	int c = run_full(M_FAST, src, n, 1);
+
+	run_cap(M_FAST, src, n, c, 1);
+	run_cap(M_DEST, src, n, c + 16, 1);	/* room for the last match: not cut short */
+}
+
 /* Size arguments the library rejects or special-cases before reading the input. */
 static noinline void run_sizes(int mode, const unsigned char *src)
 {
@@ -382,6 +392,8 @@ unsigned long drive_lz4_compress(void)
 	/* byU32 tables in the one-shot APIs */
 	run_limits(M_FAST, corpus, CORPUS_SIZE);
 	run_limits(M_DEST, corpus, CORPUS_SIZE);
+	/* byU32: a block ending in the zero run (LZ4_count()'s last steps; see run_tiny) */
+	run_limit_tail(corpus, 65968);
 	run_fill(corpus, SHAPES_SIZE);
 	run_fill(corpus, CORPUS_SIZE);
 	/* candidates beyond the window in every stream variant */
