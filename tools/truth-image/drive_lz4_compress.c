@@ -222,7 +222,7 @@ static noinline void run_limits(int mode, const unsigned char *src, int n)
 
 /* 20 random bytes and 33 zeros: the zero match is found at 21 and runs to the match
  * limit, where LZ4_count() ends with its 4-, 2- and 1-byte steps; then only 5 literals.
- * And all-literal blocks (below LZ4_minLength; 14 literals: no length byte). */
+ * And all-literal blocks (12: below LZ4_minLength; 14 literals: no length byte). */
 static noinline void run_tiny(int mode)
 {
 	static unsigned char tiny[64 + PREFIX_SIZE];
@@ -234,7 +234,11 @@ static noinline void run_tiny(int mode)
 	memset(t + 20, 0, 44);
 	c = run_full(mode, t, 53, 1);
 	run_cap(mode, t, 53, c, 1);
+	/* 17 zeros: the match is found within 8 bytes of the limit (only the last steps) */
+	c = run_full(mode, t, 37, 1);
+	run_cap(mode, t, 37, c + 16, 1);
 	run_full(mode, t, 12, 1);
+	run_cap(mode, t, 12, 20, 1);
 	run_full(mode, t, 14, 1);
 }
 
