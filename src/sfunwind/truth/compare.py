@@ -81,17 +81,24 @@ def work_positions(limit: int = 200_000_000) -> list[int]:
     return list(range(WORK_IRQ_FIRST, limit, WORK_IRQ_EVERY))
 
 
+EVENT_EXPLORE, EVENT_POINT, EVENT_WORK = 0, 1, 2
+
+
 def _drive(machine: Machine, events: list[tuple[int, int]], on_point,  # type: ignore[no-untyped-def]
-           *, finish: bool = True) -> None:
-    """Run the timeline: events are (position, 1 = point | 2 = work IRQ), sorted; then run
-    the task to its end unless *finish* is False."""
+           *, finish: bool = True, on_explore=None) -> None:  # type: ignore[no-untyped-def]
+    """Run the timeline: events are (position, EVENT_*), sorted (at one position: explore,
+    then the point, then the work IRQ); then run the task to its end unless *finish* is
+    False."""
     position = 0
     for at, kind in events:
         if not machine.advance(at - position):
             break
         position = at
-        if kind == 2:
+        if kind == EVENT_WORK:
             machine.inject_work_irq()
+        elif kind == EVENT_EXPLORE:
+            if on_explore is not None:
+                on_explore(position)
         else:
             on_point(position)
     while finish and machine.advance(5_000_000):
@@ -121,6 +128,29 @@ def reference(image: TruthImage, *, irq_stack: str = "above") -> Reference:
     pcs = starts + (offsets * 4).astype(np.uint64)
     length = len(pcs)
     return Reference(image, m.result(), pcs, [w for w in works if w < length], m.failures())
+
+
+def never_executed(ref: Reference) -> set[int]:
+    """The workload instructions the timeline never executes (compiled code no input
+    reaches: the explorer steers branches into it)."""
+    executed = set(int(x) for x in np.unique(ref.pcs))
+    return {a for s in ref.image.workload_functions()
+            for a in range(s.address, s.address + s.size, 4) if a not in executed}
+
+
+def plan_explore(ref: Reference, dead: set[int]) -> list[int]:
+    """Positions where exploration starts: the first execution of every conditional branch
+    with a never-executed successor (sorted)."""
+    image = ref.image
+    pcs, first = np.unique(ref.pcs, return_index=True)
+    out = []
+    for pc, position in zip(pcs.tolist(), first.tolist(), strict=True):
+        if not image.is_text(pc):
+            continue
+        succ = image.branch_successors(pc)
+        if succ is not None and (succ[0] in dead or succ[1] in dead):
+            out.append(position)
+    return sorted(out)
 
 
 def plan(ref: Reference, *, stride: int | None = None, sample: int | None = None,
@@ -199,7 +229,8 @@ def capture_snapshot(capture: Capture, image: TruthImage, *, pac: bool = True) -
                "interrupted_pc": hex(capture.pc),
                "class": image.point_class(capture.pc),
                "context": capture.context,
-               "position": capture.position},
+               "position": capture.position,
+               **({"forced": True} if capture.forced else {})},
     )
 
 
@@ -265,6 +296,10 @@ class Summary:
     #: function -> (instructions interrupted, static instructions), for functions with
     #: instructions never interrupted
     not_interrupted: dict[str, tuple[int, int]] = field(default_factory=dict)
+    #: points on steered paths (compiled code no input executes) and their workload PCs
+    forced_points: int = 0
+    forced_pcs: int = 0
+    sampled: bool = False  # a random sample of points (not every first execution)
     #: the same for the harness's own code (drivers, handlers, asm routines)
     harness_not_interrupted: dict[str, tuple[int, int]] = field(default_factory=dict)
     cells: dict[tuple[str, str], Cell] = field(default_factory=dict)
@@ -286,6 +321,7 @@ class Summary:
             "harness_seconds": round(self.harness_seconds, 3),
             "unwind_seconds": round(self.unwind_seconds, 3), "unwinds": self.unwinds,
             "executed_pcs": self.executed_pcs, "interrupted_pcs": self.interrupted_pcs,
+            "forced_points": self.forced_points, "forced_pcs": self.forced_pcs,
             "workload_instructions": self.workload_instructions,
             "workload_functions": self.workload_functions,
             "not_interrupted": {k: list(v) for k, v in sorted(self.not_interrupted.items())},
@@ -309,8 +345,12 @@ class Summary:
 def run(image_path: str | Path, *, stride: int | None = 100, sample: int | None = None,
         modes: tuple[Mode, ...] = MODES, pac: bool = True, seed: int = 1,
         keep: int = 0, ref: Reference | None = None,
-        irq_stack: str = "above") -> tuple[Summary, list[Snapshot]]:
+        irq_stack: str = "above", explore: bool = True) -> tuple[Summary, list[Snapshot]]:
     """Interrupt the image at the planned points and compare every mode with the truth.
+
+    With *explore*, also interrupt every workload instruction the task never executes,
+    reached by steering conditional branches from their first execution
+    (:meth:`Machine.explore`).
 
     Returns the summary and up to *keep* snapshots of points where some mode was wrong.
     *ref* reuses a reference run of the same image.  *irq_stack*: the IRQ stack lies
@@ -322,24 +362,37 @@ def run(image_path: str | Path, *, stride: int | None = 100, sample: int | None 
         ref = reference(image, irq_stack=irq_stack)
     image = ref.image
     positions = plan(ref, stride=stride, sample=sample, seed=seed)
-    summary = Summary(image=str(image_path), instructions=ref.length, irq_stack=irq_stack)
+    summary = Summary(image=str(image_path), instructions=ref.length, irq_stack=irq_stack,
+                      sampled=bool(sample))
     kept: list[Snapshot] = []
     table = None
     from sfunwind.truth.snapshot import _image_and_table
 
     _img, table = _image_and_table(image.path, None, None)
     machine = Machine(image, irq_stack=irq_stack)
-    # at a shared position the point comes first (kind 1 sorts before the work IRQ's 2)
-    events = sorted([(w, 2) for w in ref.work_positions] + [(p, 1) for p in positions])
+    dead = never_executed(ref) if explore else set()
+    explore_at = plan_explore(ref, dead) if explore else []
+    events = sorted([(w, EVENT_WORK) for w in ref.work_positions]
+                    + [(p, EVENT_POINT) for p in positions]
+                    + [(p, EVENT_EXPLORE) for p in explore_at])
     unwind_time = 0.0
 
     def on_point(position: int) -> None:
-        nonlocal unwind_time
         if machine.pc != int(ref.pcs[position]):
             summary.pc_mismatches += 1
             return
-        capture = machine.interrupt(position)
+        evaluate(machine.interrupt(position))
+
+    def on_explore(position: int) -> None:
+        if machine.pc != int(ref.pcs[position]):
+            summary.pc_mismatches += 1
+            return
+        machine.explore(position, dead, evaluate)
+
+    def evaluate(capture: Capture) -> None:
+        nonlocal unwind_time
         t = time.perf_counter()
+        summary.forced_points += capture.forced
         snap = capture_snapshot(capture, image, pac=pac)
         expected = capture.expected()
         cls = image.point_class(capture.pc)
@@ -384,7 +437,7 @@ def run(image_path: str | Path, *, stride: int | None = 100, sample: int | None 
             kept.append(snap)
         unwind_time += time.perf_counter() - t
 
-    _drive(machine, events, on_point)
+    _drive(machine, events, on_point, on_explore=on_explore)
     total = time.perf_counter() - t0
     if summary.pc_mismatches:
         raise HarnessError(f"{image_path}: at {summary.pc_mismatches} planned positions the pc "
@@ -403,11 +456,14 @@ def run(image_path: str | Path, *, stride: int | None = 100, sample: int | None 
     in_workload = {a for s in workload for a in range(s.address, s.address + s.size, 4)}
     summary.workload_instructions = len(in_workload)
     summary.executed_pcs = len(executed & in_workload)
-    summary.interrupted_pcs = len(machine.stats.covered & in_workload)
+    interrupted = machine.stats.covered | machine.stats.forced_covered
+    summary.interrupted_pcs = len(interrupted & in_workload)
+    summary.forced_pcs = len((machine.stats.forced_covered - machine.stats.covered)
+                             & in_workload)
     summary.workload_functions = len(workload)
     for sym in workload:
         pcs = range(sym.address, sym.address + sym.size, 4)
-        hit = sum(1 for a in pcs if a in machine.stats.covered)
+        hit = sum(1 for a in pcs if a in interrupted)
         if hit < len(pcs):
             summary.not_interrupted[sym.name] = (hit, len(pcs))
     for sym in image.harness_functions():
@@ -435,12 +491,14 @@ def format_table(summary: Summary) -> str:
              f"({summary.workload_functions - len(summary.not_interrupted)} interrupted at "
              f"every instruction); instructions: {summary.workload_instructions} static, "
              f"{summary.executed_pcs} executed, {summary.interrupted_pcs} interrupted "
-             f"at least once",
+             f"at least once ({summary.forced_pcs} never executed by the task, reached by "
+             f"steering branches: {summary.forced_points} points)",
              *(f"    not every instruction interrupted: {name} {hit}/{total}"
                for name, (hit, total) in sorted(summary.not_interrupted.items(),
                                                 key=lambda kv: kv[1][0] - kv[1][1])),
              *(f"    harness code not interrupted everywhere: {name} {hit}/{total}"
-               for name, (hit, total) in sorted(summary.harness_not_interrupted.items())),
+               for name, (hit, total) in sorted(summary.harness_not_interrupted.items())
+               if not summary.sampled),
              "",
              f"{'mode':<10} {'class':<10} {'points':>7} {'exact%':>7} {'reliable%':>9} "
              f"{'rel+wrong':>9}  first differing frame of wrong traces (P = the interrupted pc)"]

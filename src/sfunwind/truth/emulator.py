@@ -63,6 +63,10 @@ BRK_BAD_VECTOR = 0x99
 
 #: Instructions the handler path may take from an injected IRQ to the snapshot point.
 HANDLER_BUDGET = 20000
+#: Instructions one exploration of never-executed code may step through (Machine.explore),
+#: and how far one steered path may run without meeting never-executed code.
+EXPLORE_BUDGET = 50_000
+EXPLORE_PATH_IDLE = 256
 #: Instructions a whole task run may take (the task needs about 60 million).
 TASK_BUDGET = 150_000_000
 
@@ -112,6 +116,9 @@ class Capture:
     #: "regs": regs are the stopped CPU's at the interrupted pc (no IRQ taken; a debugger's
     #: view), whose first frame is that pc (P)
     start: str = "caller"
+    #: reached by steering conditional branches (Machine.explore): compiled code that no
+    #: input executes; the machine state is real, only branch decisions were overridden
+    forced: bool = False
 
     def expected(self) -> list[int]:
         """The exact return-address chain a correct unwinder reports from the snapshot
@@ -128,6 +135,8 @@ class RunStats:
     sync_exceptions: int = 0
     result: int | None = None
     covered: set[int] = field(default_factory=set)
+    #: PCs interrupted only on steered paths (Machine.explore)
+    forced_covered: set[int] = field(default_factory=set)
 
 
 def _unicorn():  # type: ignore[no-untyped-def]
@@ -364,7 +373,7 @@ class Machine:
         return Capture(position=position, pc=self.pc, context=self.context(), regs=regs,
                        stacks=stacks, shadow=shadow, nesting=nesting, start="regs")
 
-    def interrupt(self, position: int) -> Capture:
+    def interrupt(self, position: int, *, forced: bool = False) -> Capture:
         """Take an IRQ at the current PC, run the entry code and handlers to the snapshot
         point, capture, and put everything back so that the task resumes unchanged."""
         uc, c = self.uc, self._c
@@ -396,7 +405,7 @@ class Machine:
         stacks = {name: (lo, bytes(uc.mem_read(lo, hi - lo)))
                   for name, (lo, hi) in self.stacks.items()}
         capture = Capture(position=position, pc=interrupted, context=context, regs=regs,
-                          stacks=stacks, nesting=nesting,
+                          stacks=stacks, nesting=nesting, forced=forced,
                           shadow=[replace(e, hook=None) if isinstance(e, ExceptionMarker) else e
                                   for e in reversed(self.shadow)])
         uc.context_restore(saved)
@@ -405,5 +414,107 @@ class Machine:
         self.shadow = saved_shadow
         self._pending = saved_pending
         self.stats.points += 1
-        self.stats.covered.add(interrupted)
+        (self.stats.forced_covered if forced else self.stats.covered).add(interrupted)
         return capture
+
+    # -- steering into code no input reaches -----------------------------------------------
+    def explore(self, position: int, dead: set[int], on_capture) -> int:  # type: ignore[no-untyped-def]
+        """Interrupt compiled code the task never executes, reached from here by steering
+        conditional branches; then put everything back.
+
+        The machine stands at a conditional branch the task executes (``position`` on its
+        timeline).  A conditional branch changes nothing but the PC, so setting the PC to
+        its other successor gives exactly the state the hardware would have had, had the
+        condition gone the other way.  From there the explorer steps one instruction at a
+        time inside the same function — stepping over calls as if they had returned (the
+        callee is not run on steered arguments), never through a return, ERET or BRK (the
+        shadow call stack stays exact), never out of the function — and takes an IRQ
+        (:meth:`interrupt`) at every instruction of *dead* it meets, handing the capture
+        to *on_capture* and removing the PC from *dead*.  At every conditional branch on
+        the way whose other successor is in *dead* it remembers the state, and visits that
+        alternative too (depth first).  Every memory write is logged and undone, the CPU
+        context and the shadow stack restored: the task resumes as if nothing happened.
+        Faults end a path.  Returns the number of captures.
+        """
+        uc, c, image = self.uc, self._c, self.image
+        origin = self.pc
+        succ = image.branch_successors(origin)
+        if succ is None:
+            raise HarnessError(f"explore at {image.format_pc(origin)}: not a conditional branch")
+        fi = int(image.function_of[image.index(origin)])
+        sym = image.symbols[fi]
+        lo, hi = sym.address, sym.address + sym.size
+        saved = uc.context_save()
+        saved_shadow, saved_pending = list(self.shadow), self._pending
+        writes: list[tuple[int, bytes]] = []
+
+        def on_write(uc, _access, address, size, _value, _user):  # type: ignore[no-untyped-def]
+            writes.append((address, bytes(uc.mem_read(address, size))))
+
+        hook = uc.hook_add(self._uc_mod.UC_HOOK_MEM_WRITE, on_write)
+        tried: set[tuple[int, int]] = set()
+        pending_paths: list[tuple[object, int, int]] = []
+        for target in succ:
+            if target in dead:
+                tried.add((origin, target))
+                pending_paths.append((uc.context_save(), 0, target))
+        captures = 0
+        budget = EXPLORE_BUDGET
+        try:
+            while pending_paths and budget > 0:
+                context, n_writes, pc = pending_paths.pop()
+                self._undo(writes, n_writes)
+                uc.context_restore(context)
+                self.shadow, self._pending = list(saved_shadow), saved_pending
+                idle = 0
+                while budget > 0 and lo <= pc < hi and idle < EXPLORE_PATH_IDLE:
+                    uc.reg_write(c.UC_ARM64_REG_PC, pc)
+                    self.pc = pc
+                    idle += 1
+                    if pc in dead:
+                        dead.discard(pc)
+                        on_capture(self.interrupt(position, forced=True))
+                        captures += 1
+                        idle = 0
+                    i = image.index(pc)
+                    kind = int(image.kinds[i])
+                    if kind in (KIND_BL, KIND_BLR):
+                        # the call, as returned: the callee (run on steered arguments) is
+                        # not executed; a returning callee leaves SP, x29, x19-x28 and the
+                        # caller's frame as they are, and x30 = the return address
+                        uc.reg_write(c.UC_ARM64_REG_X30, pc + 4)
+                        pc += 4
+                        budget -= 1
+                        continue
+                    if kind in (KIND_RET, KIND_ERET) or \
+                            (int(image.words[i]) & 0xFFE0001F) == 0xD4200000:  # brk
+                        break
+                    alt = image.branch_successors(pc)
+                    if alt is not None:
+                        for target in alt:
+                            if target in dead and (pc, target) not in tried:
+                                tried.add((pc, target))
+                                pending_paths.append((uc.context_save(), len(writes), target))
+                                idle = 0
+                    self._resuming = True
+                    try:
+                        self._emu(pc, 0, 1)
+                    except HarnessError:
+                        self._error = None
+                        break
+                    budget -= 1
+                    pc = uc.reg_read(c.UC_ARM64_REG_PC)
+        finally:
+            uc.hook_del(hook)
+            self._undo(writes, 0)
+            uc.context_restore(saved)
+            self.shadow, self._pending = saved_shadow, saved_pending
+            self.pc = origin
+            self._error = None
+        return captures
+
+    def _undo(self, writes: list[tuple[int, bytes]], keep: int) -> None:
+        """Undo logged memory writes back to the first *keep* (newest first)."""
+        while len(writes) > keep:
+            address, old = writes.pop()
+            self.uc.mem_write(address, old)

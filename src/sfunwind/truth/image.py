@@ -76,6 +76,25 @@ def _classify_words(words: np.ndarray) -> np.ndarray:
     return kinds
 
 
+def _conditional_targets(words: np.ndarray) -> np.ndarray:
+    """The instruction index of the taken target of every conditional branch (B.cond,
+    CBZ/CBNZ, TBZ/TBNZ), else -1."""
+    index = np.arange(len(words), dtype=np.int64)
+    out = np.full(words.shape, -1, dtype=np.int64)
+    w = words.astype(np.int64)
+    imm19 = (w >> 5) & 0x7FFFF
+    imm19 = np.where(imm19 & 0x40000, imm19 - 0x80000, imm19)
+    imm14 = (w >> 5) & 0x3FFF
+    imm14 = np.where(imm14 & 0x2000, imm14 - 0x4000, imm14)
+    bcond = (words & 0xFF000010) == 0x54000000
+    cb = (words & 0x7E000000) == 0x34000000
+    tb = (words & 0x7E000000) == 0x36000000
+    out[bcond | cb] = index[bcond | cb] + imm19[bcond | cb]
+    out[tb] = index[tb] + imm14[tb]
+    out[(out < 0) | (out >= len(words))] = -1
+    return out
+
+
 class TruthImage:
     """A loaded truth image (or any static arm64 kernel-like ELF)."""
 
@@ -107,6 +126,9 @@ class TruthImage:
         n = len(text_bytes) // 4
         self.words = np.frombuffer(text_bytes[: n * 4], dtype="<u4")
         self.kinds = _classify_words(self.words)
+        #: the taken target (an index) of each conditional branch, -1 if not one: the
+        #: harness steers these to interrupt compiled code no input reaches (Machine.explore)
+        self.branch_targets = _conditional_targets(self.words)
         self._starts = [s.address for s in self.symbols]
         self.by_name = {s.name: s for s in self.symbols}
         self.classes = np.full(n, CLASS_INDEX["entry"], dtype=np.uint8)
@@ -201,6 +223,11 @@ class TruthImage:
         lo = self.markers.get("__workload_text_start")
         hi = self.markers.get("__workload_text_end")
         return (lo, hi) if lo is not None and hi is not None else None
+
+    def branch_successors(self, pc: int) -> tuple[int, int] | None:
+        """(taken target, fall-through) of the conditional branch at *pc*, else None."""
+        t = int(self.branch_targets[self.index(pc)])
+        return (self.text_address + 4 * t, pc + 4) if t >= 0 else None
 
     def point_class(self, pc: int) -> str:
         return POINT_CLASSES[self.classes[self.index(pc)]]
