@@ -41,9 +41,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = group.add_parser("run", help="interrupt the truth image(s) and print the table",
                          description="Interrupt the truth image at the first execution of "
                          "every instruction plus every STRIDE-th instruction (--all: every "
-                         f"{ALL_STRIDE}th, about 190,000 points per image) or a random sample (--points "
+                         f"{ALL_STRIDE}th, about 250,000 points per image) or a random sample (--points "
                          "N), and compare every unwinder mode with the exact shadow-stack "
-                         "truth.  Exit 1 when sframe mode is ever reliable but wrong, or "
+                         "truth.  Workload code the task never executes is interrupted by "
+                         "steering conditional branches into it (--no-steer: don't).  Exit 1 when sframe mode is ever reliable but wrong, or "
                          "where SFrame has no row is not unreliable for that reason "
                          "(sframe-no-row).  Exactness where rows exist is reported.")
     p.add_argument("--image", action="append", metavar="ELF", help="a truth image (repeatable)")
@@ -56,6 +57,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--irq-stack", choices=("above", "below"), default="above",
                    help="place the IRQ stack above (the image's own) or below the task stack")
     p.add_argument("--no-pac", action="store_true", help="do not sign return addresses")
+    p.add_argument("--no-steer", action="store_true",
+                   help="do not steer branches into workload code the task never executes")
     p.add_argument("--json", action="store_true", help="machine-readable summary")
     p.add_argument("--keep-wrong", metavar="DIR",
                    help="write snapshots of points where sframe mode was wrong into DIR")
@@ -83,8 +86,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                          description="Run the image once (the reference run of `truth run`) "
                          "and list, per function, the instructions its timeline never "
                          "executes: the workload (third-party zlib/LZ4/xxHash) first, then "
-                         "the harness's own code.  Exit 1 when a workload instruction is "
-                         "never executed.")
+                         "the harness's own code.  (`truth run` reaches the workload's by "
+                         "steering branches.)  Exit 1 when a workload instruction is never "
+                         "executed.")
     c.add_argument("--image", metavar="ELF")
     c.add_argument("--build", choices=BUILDS, default="sibcall")
     c.add_argument("--details", action="store_true", help="list the missing offsets")
@@ -109,7 +113,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         keep = 50 if args.keep_wrong else 0
         summary, kept = run(path, stride=stride if args.points is None else None,
                             sample=args.points, pac=not args.no_pac, seed=args.seed, keep=keep,
-                            irq_stack=args.irq_stack)
+                            irq_stack=args.irq_stack, explore=not args.no_steer)
         doc = summary.to_json()
         t = doc["sframe_targets"]
         wrong = sum(r["reliable_wrong"] for r in doc["table"] if r["mode"] == "sframe")
