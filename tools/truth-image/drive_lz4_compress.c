@@ -38,7 +38,7 @@ static LZ4_stream_t cstate, cstream, cdict, cdict_big;
 static unsigned char area[AREA_SIZE];
 #define corpus (area + PREFIX_SIZE)
 static unsigned char dictbuf[DICT_SIZE];
-static unsigned char periodic[PREFIX_SIZE + 4200];	/* text, then "wxyz" repeated */
+static unsigned char periodic[PREFIX_SIZE + 4400];	/* text, then "wxyz" repeated */
 static unsigned char cpacked[CORPUS_SIZE + CORPUS_SIZE / 255 + 64];
 static unsigned char cout[CORPUS_SIZE];
 static unsigned long lz4c_sum;
@@ -73,24 +73,26 @@ static noinline void build_corpus(void)
 {
 	memset(area, 0, sizeof(area));
 	make_input(area, PREFIX_SIZE, 9);
+	random_fill(dictbuf, DICT_SIZE, 6);
 	random_fill(corpus, 3200, 1);
 	memcpy(corpus + 2003, corpus + 3, 1100);
 	corpus[2002] = (unsigned char)~corpus[2];
 	make_input(corpus + 3200, 1200, 5);
-	random_fill(dictbuf, DICT_SIZE, 6);
 	memcpy(dictbuf + 100, corpus + 3400, 500);	/* text the corpus repeats */
 	for (int i = DICT_SIZE - 64; i < DICT_SIZE; i++)	/* period 4 (run_periodic) */
 		dictbuf[i] = (unsigned char)"wxyz"[i & 3];
 	memcpy(corpus + 4400, dictbuf + DICT_SIZE - 32, 32);
 	memcpy(corpus + 4432, corpus, 40);
-	random_fill(corpus + 5000, 300, 2);
+	memcpy(corpus + 4600, dictbuf + 1000, 8);	/* a short dictionary match */
+	memcpy(corpus + 5000, dictbuf + 600, 300);	/* a long one (random elsewhere) */
 	memcpy(corpus + 5300, corpus + 3300, 300);
 	random_fill(corpus + 5600, 400, 3);
 	memcpy(corpus + 65652, corpus, 300);
 	memcpy(corpus + CORPUS_SIZE - 700, corpus, 700);
 	memcpy(periodic, area, PREFIX_SIZE);
-	for (int i = 0; i < 4200; i++)
+	for (int i = 0; i < 4400; i++)
 		periodic[PREFIX_SIZE + i] = (unsigned char)"wxyz"[i & 3];
+	periodic[PREFIX_SIZE + 4280] = '!';
 }
 
 enum mode {
@@ -250,6 +252,8 @@ static noinline void run_limit_tail(const unsigned char *src, int n)
 
 	run_cap(M_FAST, src, n, c, 1);
 	run_cap(M_DEST, src, n, c + 16, 1);	/* room for the last match: not cut short */
+	/* 8 more zeros: the last match's count goes through its 8-byte loop first */
+	run_cap(M_DEST, src, n + 8, n + 8, 1);
 }
 
 /* Size arguments the library rejects or special-cases before reading the input. */
@@ -257,15 +261,22 @@ static noinline void run_sizes(int mode, const unsigned char *src)
 {
 	int consumed;
 
-	mix(compress_mode(mode, src, 0, 16, 1, &consumed));		/* empty block */
-	mix(compress_mode(mode, src, 0, 1, 1, &consumed));
+	mix(compress_mode(mode, src, 0, 1, 1, &consumed));		/* empty block */
 	mix(compress_mode(mode, src, 0, 0, 1, &consumed));		/* ... with no room */
-	mix(compress_mode(mode, src, 100, 0, 1, &consumed));
 	mix(compress_mode(mode, src, LZ4_MAX_INPUT_SIZE + 1, -1, 1, &consumed));
+}
+
+/* ... and in the one-shot APIs, whose variants differ by the sizes: unlimited, byU32,
+ * negative sizes (the streaming API asserts on those), no room for a non-empty block. */
+static noinline void run_sizes_oneshot(int mode, const unsigned char *src)
+{
+	int consumed;
+
+	mix(compress_mode(mode, src, 0, 16, 1, &consumed));
+	mix(compress_mode(mode, src, 100, 0, 1, &consumed));
 	mix(compress_mode(mode, src, LZ4_MAX_INPUT_SIZE + 1, 1 << 30, 1, &consumed));
-	/* negative sizes: the one-shot APIs reject them (the streaming one asserts) */
-	mix(compress_mode(mode, src, mode < M_PREFIX_SMALL ? -5 : LZ4_MAX_INPUT_SIZE + 2, 100, 1, &consumed));
-	mix(compress_mode(mode, src, mode < M_PREFIX_SMALL ? -5 : LZ4_MAX_INPUT_SIZE + 2, -1, 1, &consumed));
+	mix(compress_mode(mode, src, -5, 100, 1, &consumed));
+	mix(compress_mode(mode, src, -5, -1, 1, &consumed));
 }
 
 /* fillOutput: a match cut short so far back that positions already hashed must be
@@ -285,6 +296,10 @@ static noinline void run_periodic(int mode, int n)
 
 	for (int k = 0; k < 4; k++)
 		run_full(mode, p, n + k, 1);
+	/* from each phase, with a defect 80 bytes on: the continuation stops short, and
+	 * the dictionary part starts at every distance from the dictionary's end */
+	for (int k = 0; k < 4; k++)
+		run_full(mode, p + 4200 + k, 100, 1);
 }
 
 /* A block ending inside the stream's dictionary (a ring buffer wrapping around): the
@@ -396,6 +411,8 @@ unsigned long drive_lz4_compress(void)
 	/* byU32 tables in the one-shot APIs */
 	run_limits(M_FAST, corpus, CORPUS_SIZE);
 	run_limits(M_DEST, corpus, CORPUS_SIZE);
+	run_sizes_oneshot(M_FAST, corpus);
+	run_sizes_oneshot(M_DEST, corpus);
 	/* byU32: a block ending in the zero run (LZ4_count()'s last steps; see run_tiny) */
 	run_limit_tail(corpus, 65968);
 	run_fill(corpus, SHAPES_SIZE);
