@@ -194,12 +194,13 @@ static noinline unsigned long inflate_run(const unsigned char *in, unsigned long
 
 /* Each crafted stream inflated whole (fast path), a byte at a time (every resume point of
  * the slow path), into one-byte outputs, and in odd pieces with Z_BLOCK and Z_TREES. */
-static noinline unsigned long inflate_ways(const unsigned char *in, unsigned long n, int all)
+static noinline unsigned long inflate_ways(const unsigned char *in, unsigned long n, int ways)
 {
 	unsigned long sum = inflate_run(in, n, -15, 1 << 20, 1 << 20, Z_NO_FLUSH);
 
-	sum = sum * 3 + inflate_run(in, n, -15, 1, 1 << 20, Z_NO_FLUSH);
-	if (all)
+	if (ways >= 1)
+		sum = sum * 3 + inflate_run(in, n, -15, 1, 1 << 20, Z_NO_FLUSH);
+	if (ways >= 2)
 		sum = sum * 3 + inflate_run(in, n, -15, 1 << 20, 1, Z_NO_FLUSH) +
 		      inflate_run(in, n, -15, 5, 3, Z_BLOCK) +
 		      inflate_run(in, n, -15, 7, 300, Z_TREES);
@@ -235,7 +236,7 @@ static noinline unsigned long crafted_fixed(void)
 		put_sym(&lit_code, 'x');
 		put_match(30 + k, 50 + k);
 		put_sym(&lit_code, 256);
-		sum = sum * 7 + inflate_ways(bits_buf, bw_bytes(), k == 0);
+		sum = sum * 7 + inflate_ways(bits_buf, bw_bytes(), 1 + (k == 0));
 	}
 	return sum;
 }
@@ -256,7 +257,7 @@ static noinline unsigned long crafted_invalid(void)
 		put_match(10, kind == 4 ? 200 : 3);	/* 4: distance too far back */
 		put_sym(&lit_code, 256);
 		bit_pos += 200;				/* padding: fast loop has input */
-		sum = sum * 7 + inflate_ways(bits_buf, bw_bytes(), 0);
+		sum = sum * 7 + inflate_ways(bits_buf, bw_bytes(), 1);
 	}
 	return sum;
 }
@@ -297,7 +298,8 @@ static noinline unsigned long crafted_codes(void)
 			bw_put(1, 1);			/* the missing literal/length code */
 		put_sym(&lit_code, 256);
 		bit_pos += 160;
-		sum = sum * 7 + inflate_ways(bits_buf, bw_bytes(), kind == 0);
+		sum = sum * 7 + inflate_ways(bits_buf, bw_bytes(),
+					     kind == 0 ? 2 : kind == 1 || kind == 3 || kind == 6);
 	}
 	return sum;
 }
@@ -312,7 +314,7 @@ static noinline unsigned long crafted_long(void)
 						    269, 273, 277, 281, 284 };
 	static const unsigned char chain_d[16] = { 1, 0, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25,
 						   26, 27, 28, 29 };
-	unsigned long sum = 0, mark;
+	unsigned long sum = 0;
 
 	memset(ll, 0, sizeof(ll));
 	memset(dl, 0, sizeof(dl));
@@ -323,34 +325,24 @@ static noinline unsigned long crafted_long(void)
 		ll[chain_l[i]] = (unsigned char)(i < 13 ? 3 + i : 15);
 	for (unsigned i = 0; i < 16; i++)
 		dl[chain_d[i]] = (unsigned char)(i < 15 ? 1 + i : 15);
-	for (unsigned k = 0; k < 6; k++) {
-		bw_reset();
-		put_header(1, 2);
-		put_dynamic(ll, 285, dl, 30, cl_plain);
-		for (unsigned i = 0; i < 40 + k; i++)
-			put_sym(&lit_code, (i * 37 + k) & 255);
-		for (unsigned i = 0; i < 5; i++) {
-			put_match(227 + i, 257 + i * 150 + k);	/* 7 and 8 extra bits */
-			put_match(227 + (i + k) % 31, i & 1 ? 2 : 1);
-			put_match(131 + (i * 7) % 32, 3 + i * 3);
-			put_sym(&lit_code, i);
-			put_match(67 + i % 16, 1);
-		}
-		mark = bit_pos;
-		put_match(163 + k, 2049 + k * 9);		/* 11 extra bits: too far back */
-		put_sym(&lit_code, 256);
-		bit_pos += 64;
-		sum = sum * 7 + inflate_run(bits_buf, bw_bytes(), -15, 1 << 20, 1 << 20, Z_NO_FLUSH);
-		/* the same stream ending in a 13-extra-bit distance instead */
-		bits_buf[mark >> 3] &= (unsigned char)((1u << (mark & 7)) - 1);
-		memset(bits_buf + (mark >> 3) + 1, 0, 64);
-		bit_pos = mark;
-		put_match(258 - k, 16385 + k * 1000);
-		put_match(20, 30000);
-		bit_pos += 64;
-		sum = sum * 7 + inflate_run(bits_buf, bw_bytes(), -15, 1 << 20, 1 << 20, Z_NO_FLUSH);
+	bw_reset();
+	put_header(1, 2);
+	put_dynamic(ll, 285, dl, 30, cl_plain);
+	for (unsigned i = 0; i < 40; i++)
+		put_sym(&lit_code, (i * 37) & 255);
+	for (unsigned i = 0; i < 65; i++)		/* 16.7 KiB of output, cheaply (this */
+		put_match(257, 1 + (i & 1));		/* code has no symbol 285: no 258) */
+	for (unsigned i = 0; i < 24; i++) {		/* a literal shifts the alignment */
+		put_sym(&lit_code, (i * 11) & 255);
+		put_match(227 + i % 31, 16385 + (i * 97) % 100);	/* 13 extra bits */
+		put_match(131 + (i * 7) % 32, 2049 + i * 37);		/* 11 extra bits */
+		put_match(67 + i % 16, 257 + i * 150);			/* 7 to 10 */
+		put_match(3 + i % 8, 1 + (i & 1));	/* only 1, 2, 257+ have codes */
 	}
-	sum = sum * 7 + inflate_run(bits_buf, bw_bytes(), -15, 3, 1 << 20, Z_NO_FLUSH);
+	put_match(20, 32000);				/* too far back, at last */
+	put_sym(&lit_code, 256);
+	bit_pos += 64;
+	sum = sum * 7 + inflate_run(bits_buf, bw_bytes(), -15, 1 << 20, 1 << 20, Z_NO_FLUSH);
 	return sum;
 }
 
@@ -377,8 +369,32 @@ static noinline unsigned long crafted_window(void)
 		sum = sum * 7 + inflate_run(bits_buf, bw_bytes(), i & 1 ? -10 : -9, 1 << 20,
 					    out_chunks[i], i & 2 ? Z_SYNC_FLUSH : Z_NO_FLUSH);
 	}
-	/* a window that never wraps: contiguous copies continuing from the output */
-	sum = sum * 7 + inflate_run(bits_buf, bw_bytes(), -15, 1 << 20, 600, Z_NO_FLUSH);
+	/* a window that never wraps: matches that start in it and continue from the output
+	 * (each call resumes mid-match, so the next distance reaches behind the call) */
+	bw_reset();
+	put_header(1, 1);
+	for (unsigned i = 0; i < 260; i++)
+		put_sym(&lit_code, src[i]);
+	for (unsigned i = 0; i < 25; i++) {
+		put_sym(&lit_code, i);
+		put_match(200, 250);
+	}
+	put_sym(&lit_code, 256);
+	sum = sum * 7 + inflate_run(bits_buf, bw_bytes(), -15, 1 << 20, 333, Z_NO_FLUSH);
+	sum = sum * 7 + inflate_run(bits_buf, bw_bytes(), -15, 1 << 20, 517, Z_NO_FLUSH);
+	/* a 512-byte window written 300 bytes per call (wnext moves around it): a 258-byte
+	 * match 250 back, early in a call, runs from the window's end through its start and
+	 * on into the output */
+	bw_reset();
+	put_header(1, 1);
+	for (unsigned i = 0; i < 520; i++)
+		put_sym(&lit_code, src[i]);
+	for (unsigned i = 0; i < 30; i++) {
+		put_sym(&lit_code, i);
+		put_match(258, 250);
+	}
+	put_sym(&lit_code, 256);
+	sum = sum * 7 + inflate_run(bits_buf, bw_bytes(), -9, 1 << 20, 300, Z_NO_FLUSH);
 	return sum;
 }
 
@@ -446,6 +462,7 @@ static noinline unsigned long deflate_shapes(void)
 	} cases[] = {
 		/* Z_PARTIAL_FLUSH: _tr_align at every bit position */
 		{ 1, Z_DEFAULT_STRATEGY, 12, 3, 0, 400, 97, 8000, Z_PARTIAL_FLUSH, Z_FINISH },
+		{ 1, Z_DEFAULT_STRATEGY, 12, 3, 0, 120, 5, 8000, Z_PARTIAL_FLUSH, Z_FINISH },
 		{ 6, Z_DEFAULT_STRATEGY, 12, 3, 0, 120, 61, 8000, Z_PARTIAL_FLUSH, Z_PARTIAL_FLUSH },
 		{ 9, Z_FILTERED, 11, 2, 0, 80, 37, 8000, Z_PARTIAL_FLUSH, Z_FINISH },
 		/* many dynamic blocks (small literal buffer) */
@@ -458,6 +475,7 @@ static noinline unsigned long deflate_shapes(void)
 		{ 6, Z_DEFAULT_STRATEGY, 12, 2, 3, 0, 500, 8000, Z_NO_FLUSH, Z_FINISH },
 		/* runs: RLE scan exits; Huffman-only and RLE with flushes */
 		{ 2, Z_RLE, 10, 2, 1, 400, 101, 8000, Z_SYNC_FLUSH, Z_FINISH },
+		{ 2, Z_RLE, 10, 1, 1, 600, 50, 20, Z_NO_FLUSH, Z_FINISH },
 		{ 2, Z_HUFFMAN_ONLY, 10, 2, 1, 250, 101, 8000, Z_FULL_FLUSH, Z_FINISH },
 		{ 3, Z_RLE, 9, 1, 1, 800, 1000, 5, Z_NO_FLUSH, Z_FINISH },
 		/* tiny blocks: static trees chosen */
@@ -615,10 +633,10 @@ static noinline unsigned long deflate_api(void)
 static noinline unsigned long deflate_edges(void)
 {
 	unsigned long sum = 0, full;
-	static const signed char flushes[] = { Z_SYNC_FLUSH, Z_PARTIAL_FLUSH };
+	static const signed char flushes[] = { Z_SYNC_FLUSH, Z_PARTIAL_FLUSH, Z_PARTIAL_FLUSH };
 
 	shape_input(src, 300, 0, 3);
-	for (unsigned i = 0; i < 2; i++) {
+	for (unsigned i = 0; i < 3; i++) {
 		zreset(&zs);
 		deflateInit2(&zs, 1, Z_DEFLATED, 10, 2, Z_DEFAULT_STRATEGY);
 		zs.next_in = src;
@@ -631,7 +649,7 @@ static noinline unsigned long deflate_edges(void)
 		zs.next_in = src;
 		zs.avail_in = 150;
 		zs.next_out = zbuf;
-		zs.avail_out = (uInt)(full - 2 + i);
+		zs.avail_out = (uInt)(full - 2 + (i & 1));
 		sum = sum * 5 + (unsigned long)(deflate(&zs, flushes[i]) + 8) + zs.avail_out;
 		zs.avail_out = 100;
 		sum = sum * 5 + (unsigned long)(deflate(&zs, flushes[i]) + 8) + zs.total_out;
