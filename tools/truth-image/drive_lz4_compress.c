@@ -295,7 +295,7 @@ static noinline void run_periodic(int mode, int n)
 	const unsigned char *p = periodic + PREFIX_SIZE;
 
 	for (int k = 0; k < 4; k++)
-		run_full(mode, p, n + k, 1);
+		run_full(mode, p, k < 2 ? n + k : 18 + k, 1);	/* 20, 21: ends within 12 bytes */
 	/* from each phase, with a defect 80 bytes on: the continuation stops short, and
 	 * the dictionary part starts at every distance from the dictionary's end */
 	for (int k = 0; k < 4; k++)
