@@ -17,14 +17,6 @@
 #include "drivers.h"
 #define LZ4_STATIC_LINKING_ONLY
 #include "lz4.h"
-#ifdef HOST_DEBUG
-void host_expect(int, int, int, int, int);
-static int dbg_mode, dbg_n, dbg_cap;
-#define expect(ok) host_expect(ok, __LINE__, dbg_mode, dbg_n, dbg_cap)
-#define DBG(m, n_, c) (dbg_mode = (m), dbg_n = (n_), dbg_cap = (c))
-#else
-#define DBG(m, n_, c) 0
-#endif
 
 #define CORPUS_SIZE (66 * 1024 + 512)	/* >= LZ4_64Klimit: byU32 tables in the one-shot APIs */
 #define SHAPES_SIZE 6000		/* the part of the corpus with structure */
@@ -64,10 +56,13 @@ static noinline void random_fill(unsigned char *buf, unsigned long n, unsigned l
  *                 search probes 1, 2, 1002, 2002, 3002 and finds that repeat at 3002,
  *                 999 bytes after its start (catch-up; literal run >= 270; match > 1039)
  *   [3200, 4400)  text: short matches, immediate next-position matches
- *   [4400, 4472)  the external dictionary's last 32 bytes, then [0, 40) again: a match
- *                 that reaches the dictionary's end and continues at the block start
- *   [4472, 5000)  zeros; [5000, 5300) random; [5300, 5600) repeats text; then random
- *   [6000, ...)   zeros; the last 700 bytes repeat [0, 700), 67 KiB back: too far
+ *   [4400, 4472)  the external dictionary's last 32 bytes (period 4), then [0, 40)
+ *                 again: a match reaching the dictionary's end continues at the start
+ *   [4472, 5000)  zeros, with 8 bytes of the dictionary at 4600 (a short match in it)
+ *   [5000, 5300)  300 random bytes of the dictionary (a long match in it)
+ *   [5300, 5600)  repeats text; [5600, 6000) random (last literals of the 6000 shapes)
+ *   [6000, ...)   zeros; [65652, 65952) repeats [0, 300) and the last 700 bytes repeat
+ *                 [0, 700): candidates more than 64 KiB back (too far)
  * The area before it is text (an adjacent dictionary). */
 static noinline void build_corpus(void)
 {
@@ -116,7 +111,6 @@ static noinline int compress_mode(int mode, const unsigned char *src, int n, int
 	int r;
 
 	*consumed = n;
-	DBG(mode, n, cap);
 	switch (mode) {
 	case M_FAST:
 		return LZ4_compress_fast_extState(&cstate, (const char *)src, (char *)cpacked, n,
@@ -184,7 +178,7 @@ static noinline int verify(int mode, const unsigned char *src, int n, int c)
 	int d = LZ4_decompress_safe_usingDict((const char *)cpacked, (char *)cout, c, n,
 					      (const char *)dict, sizes[mode]);
 
-	return d == n && same(cout, src, (unsigned long)n);
+	return (d == n) & same(cout, src, (unsigned long)n);
 }
 
 /* A full compression of src[0, n), verified. */
@@ -193,7 +187,7 @@ static noinline int run_full(int mode, const unsigned char *src, int n, int acce
 	int c, consumed;
 
 	c = compress_mode(mode, src, n, (int)sizeof(cpacked), acceleration, &consumed);
-	expect(c > 0 && consumed == n && verify(mode, src, n, c));
+	expect((c > 0) & (consumed == n) & verify(mode, src, n, c));
 	mix(c);
 	return c;
 }
@@ -205,7 +199,7 @@ static noinline void run_cap(int mode, const unsigned char *src, int n, int cap,
 	int c, consumed;
 
 	c = compress_mode(mode, src, n, cap, acceleration, &consumed);
-	expect(mode != M_DEST || (c <= cap && verify(M_FAST, src, consumed, c)));
+	expect(mode != M_DEST || ((c <= cap) & verify(M_FAST, src, consumed, c)));
 	mix(c);
 	mix(consumed);
 }
@@ -315,13 +309,13 @@ static noinline void run_overlap(void)
 				       1000, (int)sizeof(cpacked), 1));
 	c = LZ4_compress_fast_continue(&cstream, (const char *)corpus + 3700, (char *)cpacked,
 				       1000, (int)sizeof(cpacked), 1);
-	expect(LZ4_decompress_safe_usingDict((const char *)cpacked, (char *)cout, c, 1000,
-					     (const char *)corpus + 4700, 500) == 1000 &&
+	expect((LZ4_decompress_safe_usingDict((const char *)cpacked, (char *)cout, c, 1000,
+					      (const char *)corpus + 4700, 500) == 1000) &
 	       same(cout, corpus + 3700, 1000));
 	/* ... then 2 bytes are left of [3700, 4700): none */
 	c = LZ4_compress_fast_continue(&cstream, (const char *)corpus + 2702, (char *)cpacked,
 				       1996, (int)sizeof(cpacked), 1);
-	expect(LZ4_decompress_safe((const char *)cpacked, (char *)cout, c, 1996) == 1996 &&
+	expect((LZ4_decompress_safe((const char *)cpacked, (char *)cout, c, 1996) == 1996) &
 	       same(cout, corpus + 2702, 1996));
 	/* a 3-byte history, then an attached dictionary, then a block ending inside it */
 	LZ4_initStream(&cstream, sizeof(cstream));
@@ -330,8 +324,8 @@ static noinline void run_overlap(void)
 	LZ4_attach_dictionary(&cstream, &cdict);
 	c = LZ4_compress_fast_continue(&cstream, (const char *)corpus + 3291, (char *)cpacked,
 				       11, 64, 1);
-	expect(LZ4_decompress_safe_usingDict((const char *)cpacked, (char *)cout, c, 11,
-					     (const char *)dictbuf, DICT_SIZE) == 11 &&
+	expect((LZ4_decompress_safe_usingDict((const char *)cpacked, (char *)cout, c, 11,
+					      (const char *)dictbuf, DICT_SIZE) == 11) &
 	       same(cout, corpus + 3291, 11));
 	/* a stream with an empty loaded dictionary: its history is dropped, then the size
 	 * is refused */
@@ -357,7 +351,7 @@ static noinline void run_renorm(void)
 	expect(cstream.internal_donotuse.currentOffset == 65536 + 1500);
 	d = LZ4_decompress_safe_usingDict((const char *)cpacked + c1, (char *)cout, c2, 1500,
 					  (const char *)area, first);
-	expect(c1 > 0 && d == 1500 && same(cout, area + first, 1500));
+	expect((c1 > 0) & (d == 1500) & same(cout, area + first, 1500));
 	mix(c1);
 	mix(c2);
 	/* a block ending more than 64 KiB before the history's end: 64 KiB are kept */
@@ -365,7 +359,7 @@ static noinline void run_renorm(void)
 					1000, (int)sizeof(cpacked), 1);
 	d = LZ4_decompress_safe_usingDict((const char *)cpacked, (char *)cout, c1, 1000,
 					  (const char *)area + AREA_SIZE - 65536, 65536);
-	expect(d == 1000 && same(cout, area + 3000, 1000));
+	expect((d == 1000) & same(cout, area + 3000, 1000));
 }
 
 /* LZ4_initStream's refusals, LZ4_loadDict's tiny and oversized dictionaries,
@@ -383,7 +377,7 @@ static noinline void run_setup(void)
 	mix(LZ4_loadDictSlow(&cstream, (const char *)dictbuf, DICT_SIZE));
 	c = LZ4_compress_fast_continue(&cstream, (const char *)corpus + 3200, (char *)cpacked,
 				       1500, (int)sizeof(cpacked), 1);
-	expect(c > 0 && verify(M_EXT_SMALL, corpus + 3200, 1500, c));
+	expect((c > 0) & verify(M_EXT_SMALL, corpus + 3200, 1500, c));
 	mix(c);
 	/* attaching an empty dictionary or none: plain streams */
 	LZ4_initStream(&cdict, sizeof(cdict));
