@@ -395,6 +395,20 @@ static noinline unsigned long crafted_window(void)
 	}
 	put_sym(&lit_code, 256);
 	sum = sum * 7 + inflate_run(bits_buf, bw_bytes(), -9, 1 << 20, 300, Z_NO_FLUSH);
+	/* one 258-byte match 256 back per block, inflated a block per call (Z_BLOCK): the
+	 * third starts 4 bytes past the wrap and leaves the last 2 bytes to the output */
+	bw_reset();
+	put_header(0, 1);
+	for (unsigned i = 0; i < 520; i++)
+		put_sym(&lit_code, src[i]);
+	put_sym(&lit_code, 256);
+	for (unsigned i = 0; i < 4; i++) {
+		put_header(i == 3, 1);
+		put_match(258, 256);
+		put_sym(&lit_code, 256);
+	}
+	bit_pos += 64;
+	sum = sum * 7 + inflate_run(bits_buf, bw_bytes(), -9, 1 << 20, 1 << 20, Z_BLOCK);
 	return sum;
 }
 
@@ -461,15 +475,15 @@ static noinline unsigned long deflate_shapes(void)
 		signed char flush, final;
 	} cases[] = {
 		/* Z_PARTIAL_FLUSH: _tr_align at every bit position */
-		{ 1, Z_DEFAULT_STRATEGY, 12, 3, 0, 400, 97, 8000, Z_PARTIAL_FLUSH, Z_FINISH },
-		{ 1, Z_DEFAULT_STRATEGY, 12, 3, 0, 120, 5, 8000, Z_PARTIAL_FLUSH, Z_FINISH },
+		{ 1, Z_DEFAULT_STRATEGY, 12, 3, 0, 250, 97, 8000, Z_PARTIAL_FLUSH, Z_FINISH },
+		{ 1, Z_DEFAULT_STRATEGY, 12, 3, 2, 30, 3, 8000, Z_PARTIAL_FLUSH, Z_FINISH },
 		{ 6, Z_DEFAULT_STRATEGY, 12, 3, 0, 120, 61, 8000, Z_PARTIAL_FLUSH, Z_PARTIAL_FLUSH },
 		{ 9, Z_FILTERED, 11, 2, 0, 80, 37, 8000, Z_PARTIAL_FLUSH, Z_FINISH },
 		/* many dynamic blocks (small literal buffer) */
 		{ 4, Z_DEFAULT_STRATEGY, 12, 1, 0, 600, 9000, 12000, Z_NO_FLUSH, Z_FINISH },
 		/* random bytes: stored blocks chosen; binary data */
-		{ 6, Z_DEFAULT_STRATEGY, 12, 1, 2, 400, 3000, 8000, Z_NO_FLUSH, Z_FINISH },
-		{ 1, Z_DEFAULT_STRATEGY, 10, 2, 2, 400, 300, 8000, Z_SYNC_FLUSH, Z_FINISH },
+		{ 6, Z_DEFAULT_STRATEGY, 12, 1, 2, 200, 3000, 8000, Z_NO_FLUSH, Z_FINISH },
+		{ 1, Z_DEFAULT_STRATEGY, 10, 2, 2, 200, 150, 8000, Z_SYNC_FLUSH, Z_FINISH },
 		/* gray-listed bytes only; empty input */
 		{ 6, Z_DEFAULT_STRATEGY, 12, 2, 3, 200, 500, 8000, Z_NO_FLUSH, Z_FINISH },
 		{ 6, Z_DEFAULT_STRATEGY, 12, 2, 3, 0, 500, 8000, Z_NO_FLUSH, Z_FINISH },
