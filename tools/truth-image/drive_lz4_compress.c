@@ -362,6 +362,25 @@ static noinline void run_renorm(void)
 	expect((d == 1000) & same(cout, area + 3000, 1000));
 }
 
+/* cdict_big as a working stream: a 64 KiB loaded dictionary (usingExtDict with
+ * noDictIssue), hashed at every third position up to 8 bytes before its end; a block
+ * holding its last 10 bytes at a hashed phase (the bytes also occur earlier, at an
+ * unhashed one) matches them there: LZ4_count() starts within 8 bytes of the limit. */
+static noinline void run_dict_end(void)
+{
+	static unsigned char block[48];
+	int c;
+
+	random_fill(block, sizeof(block), 8);
+	memcpy(block + 6, corpus + CORPUS_SIZE - 10, 10);
+	c = LZ4_compress_fast_continue(&cdict_big, (const char *)block, (char *)cpacked,
+				       (int)sizeof(block), (int)sizeof(cpacked), 1);
+	expect((LZ4_decompress_safe_usingDict((const char *)cpacked, (char *)cout, c,
+					      (int)sizeof(block), (const char *)area + BIG_DICT_AT,
+					      65536) == (int)sizeof(block)) &
+	       same(cout, block, sizeof(block)));
+}
+
 /* LZ4_initStream's refusals, LZ4_loadDict's tiny and oversized dictionaries,
  * LZ4_loadDictSlow, and LZ4_attach_dictionary with an empty or no dictionary. */
 static noinline void run_setup(void)
@@ -401,6 +420,11 @@ unsigned long drive_lz4_compress(void)
 		run_periodic(mode, 100);
 	}
 	run_periodic(M_CTX, 4100);	/* copied */
+	/* copied, from the block itself: text, a zero run to the limit (remainder 7), one
+	 * found within 8 bytes of the limit, and a crossing continuation cut by a defect */
+	run_full(M_CTX, corpus + 3200, 4104, 1);
+	run_full(M_CTX, corpus + 65968 - 4100, 4100, 1);
+	run_full(M_CTX, periodic + PREFIX_SIZE + 200, 4100, 1);
 	run_limits(M_CTX, corpus, 4096);	/* not copied */
 	/* byU32 tables in the one-shot APIs */
 	run_limits(M_FAST, corpus, CORPUS_SIZE);
@@ -419,5 +443,6 @@ unsigned long drive_lz4_compress(void)
 	run_full(M_CTX_BIG, corpus + 2560, 5000, 1);	/* copied */
 	run_renorm();
 	run_overlap();
+	run_dict_end();	/* last: it uses cdict_big */
 	return lz4c_sum;
 }
