@@ -250,6 +250,23 @@ static noinline void run_limit_tail(const unsigned char *src, int n)
 	run_cap(M_DEST, src, n + 8, n + 8, 1);
 }
 
+/* Short matches (8 bytes: LZ4_count()'s first step ends them): S found by the search,
+ * then T right after it by the next-position test.  Layout (preceded by text for the
+ * prefix modes): R T R S R S T R, R random. */
+static noinline void run_short(int mode)
+{
+	static unsigned char buf[PREFIX_SIZE + 112];
+	unsigned char *b = buf + PREFIX_SIZE;
+
+	memcpy(buf, area, PREFIX_SIZE);
+	random_fill(b, 112, 11);
+	memcpy(b + 40, b + 16, 8);	/* S := T, then a new T */
+	random_fill(b + 16, 8, 12);
+	memcpy(b + 64, b + 40, 8);
+	memcpy(b + 72, b + 16, 8);
+	run_full(mode, b, 112, 1);
+}
+
 /* Size arguments the library rejects or special-cases before reading the input. */
 static noinline void run_sizes(int mode, const unsigned char *src)
 {
@@ -375,6 +392,7 @@ static noinline void run_dict_end(void)
 	memcpy(block + 6, corpus + CORPUS_SIZE - 10, 10);
 	c = LZ4_compress_fast_continue(&cdict_big, (const char *)block, (char *)cpacked,
 				       (int)sizeof(block), (int)sizeof(cpacked), 1);
+	mix(c);
 	expect((LZ4_decompress_safe_usingDict((const char *)cpacked, (char *)cout, c,
 					      (int)sizeof(block), (const char *)area + BIG_DICT_AT,
 					      65536) == (int)sizeof(block)) &
@@ -419,6 +437,9 @@ unsigned long drive_lz4_compress(void)
 		run_tiny(mode);
 		run_periodic(mode, 100);
 	}
+	run_short(M_PREFIX_SMALL);
+	run_short(M_PREFIX);
+	run_short(M_EXT);
 	run_periodic(M_CTX, 4100);	/* copied */
 	/* copied, from the block itself: text, a zero run to the limit (remainder 7), one
 	 * found within 8 bytes of the limit, and a crossing continuation cut by a defect */
