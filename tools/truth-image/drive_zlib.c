@@ -350,7 +350,7 @@ static noinline unsigned long crafted_long(void)
  * copies (wnext == 0, wrapped, contiguous; with and without the rest from the output). */
 static noinline unsigned long crafted_window(void)
 {
-	static const unsigned out_chunks[] = { 300, 397, 511, 700, 1100, 259 };
+	static const unsigned out_chunks[] = { 300, 397, 511, 700 };
 	unsigned long sum = 0;
 
 	bw_reset();
@@ -500,6 +500,9 @@ static noinline unsigned long deflate_shapes(void)
 		/* stored: direct copies into a small window that slides */
 		{ 0, Z_DEFAULT_STRATEGY, 9, 1, 0, 2000, 100, 8000, Z_SYNC_FLUSH, Z_FINISH },
 		{ 0, Z_DEFAULT_STRATEGY, 9, 1, 0, 2000, 130, 8000, Z_NO_FLUSH, Z_SYNC_FLUSH },
+		{ 0, Z_DEFAULT_STRATEGY, 9, 1, 0, 2000, 400, 60, Z_NO_FLUSH, Z_FINISH },
+		/* RLE blocks filling up with room in the output */
+		{ 2, Z_RLE, 9, 1, 1, 800, 1000, 8000, Z_NO_FLUSH, Z_FINISH },
 	};
 	unsigned long sum = 0;
 
@@ -529,7 +532,7 @@ static noinline unsigned long deflate_api(void)
 	sum += (unsigned long)(deflateParams(&zs, 6, Z_FILTERED) + 8);
 	sum += (unsigned long)(deflateParams(&zs, 6, 9) + 8);
 	zs.next_in = src;
-	zs.avail_in = 1200;
+	zs.avail_in = 600;
 	zs.next_out = zbuf;
 	zs.avail_out = 20;
 	sum += (unsigned long)(deflate(&zs, Z_NO_FLUSH) + 8);
@@ -563,7 +566,7 @@ static noinline unsigned long deflate_api(void)
 		zs.next_in = src;
 		zs.next_out = zbuf;
 		zs.avail_out = sizeof(zbuf);
-		for (unsigned c = 0; c < 7 * slides; c++) {
+		for (unsigned c = 0; c < 2 + 6 * slides; c++) {	/* strstart 838, 714 */
 			zs.avail_in = 150;
 			deflate(&zs, Z_SYNC_FLUSH);
 		}
@@ -572,10 +575,10 @@ static noinline unsigned long deflate_api(void)
 		sum += (unsigned long)(deflate(&zs, Z_FINISH) + 8) + zs.total_out;
 	}
 
-	/* deflateBound: default settings (tight bound), preset dictionary (strstart != 0),
+	/* deflateBound: raw, default window and memLevel (tight bound), preset dictionary,
 	 * level 0, windowBits > hash bits, overflowing sizes, no stream */
 	zreset(&zs);
-	deflateInit2(&zs, 6, Z_DEFLATED, 15, 8, Z_DEFAULT_STRATEGY);
+	deflateInit2(&zs, 6, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY);	/* raw */
 	sum += deflateBound(&zs, 12345);
 	sum += deflateBound(&zs, ~0UL);
 	deflateSetDictionary(&zs, dict, sizeof(dict));
@@ -679,7 +682,21 @@ static noinline unsigned long deflate_edges(void)
 		sum += (unsigned long)(deflate(&zs, Z_FULL_FLUSH) + 8);
 		sum += (unsigned long)(deflate(&zs, Z_FINISH) + 8);
 		sum += (unsigned long)(deflate(&zs, Z_FINISH) + 8) + zs.total_out;
+		/* new parameters after the end: the flush deflateParams needs is refused */
+		sum += (unsigned long)(deflateParams(&zs, 9, Z_FILTERED) + 8) << i;
 	}
+	/* level 1: a 3-byte match that leaves fewer than MIN_MATCH bytes of lookahead */
+	zreset(&zs);
+	deflateInit2(&zs, 1, Z_DEFLATED, -9, 1, Z_DEFAULT_STRATEGY);
+	zs.next_in = (z_const Bytef *)"abcdabcQ";
+	zs.avail_in = 8;
+	zs.next_out = zbuf;
+	zs.avail_out = sizeof(zbuf);
+	sum += (unsigned long)(deflate(&zs, Z_FINISH) + 8) + zs.total_out;
+	/* raw deflate with a 32 KiB window and a smaller hash: the conservative bound */
+	zreset(&zs);
+	deflateInit2(&zs, 1, Z_DEFLATED, -15, 1, Z_DEFAULT_STRATEGY);
+	sum += deflateBound(&zs, 5000);
 	return sum;
 }
 
