@@ -267,6 +267,20 @@ static noinline void run_short(int mode)
 	run_full(mode, b, 112, 1);
 }
 
+/* A block ending inside a copy of the dictionary (30 random bytes of it) after z zeros,
+ * with a blemish 3 bytes before the match limit: the match in the dictionary is bounded
+ * by the block's end, and LZ4_count()'s 4-byte step fails there.  With z == 0 the
+ * search finds it; after zeros, the next-position test does. */
+static noinline void run_dict_tail(int mode, int z)
+{
+	static unsigned char buf[4200];
+
+	memset(buf, 0, sizeof(buf));
+	memcpy(buf + z, dictbuf + 600, 30);
+	buf[z + 22] ^= 0x5a;
+	run_full(mode, buf, z + 30, 1);
+}
+
 /* Size arguments the library rejects or special-cases before reading the input. */
 static noinline void run_sizes(int mode, const unsigned char *src)
 {
@@ -435,8 +449,17 @@ unsigned long drive_lz4_compress(void)
 		run_limits(mode, corpus, SHAPES_SIZE);
 		run_sizes(mode, corpus);
 		run_tiny(mode);
-		run_periodic(mode, 100);
 	}
+	/* the modes with the period-4 external dictionary */
+	run_periodic(M_EXT_SMALL, 100);
+	run_periodic(M_EXT, 100);
+	run_periodic(M_CTX, 100);
+	run_periodic(M_CTX_BIG, 100);
+	for (int mode = M_EXT_SMALL; mode <= M_CTX; mode++) {
+		run_dict_tail(mode, 0);
+		run_dict_tail(mode, 40);
+	}
+	run_dict_tail(M_CTX, 4080);	/* copied */
 	run_short(M_PREFIX_SMALL);
 	run_short(M_PREFIX);
 	run_short(M_EXT);
