@@ -464,10 +464,11 @@ unsigned long drive_lz4_compress(void)
 	run_short(M_PREFIX);
 	run_short(M_EXT);
 	run_periodic(M_CTX, 4100);	/* copied */
-	/* copied, from the block itself: text, a zero run to the limit (remainder 7), one
-	 * found within 8 bytes of the limit, and a crossing continuation cut by a defect */
+	/* copied, from the block itself: text and a zero run to the limit, a zero match
+	 * found within 8 bytes of the limit (7 left: every last step), and a crossing
+	 * continuation cut by a defect */
 	run_full(M_CTX, corpus + 3200, 4104, 1);
-	run_full(M_CTX, corpus + 65968 - 4100, 4100, 1);
+	run_full(M_CTX, corpus + 65969 - 4101, 4101, 1);
 	run_full(M_CTX, periodic + PREFIX_SIZE + 200, 4100, 1);
 	run_limits(M_CTX, corpus, 4096);	/* not copied */
 	/* byU32 tables in the one-shot APIs */
