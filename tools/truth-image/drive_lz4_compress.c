@@ -442,14 +442,24 @@ static noinline void run_setup(void)
 
 unsigned long drive_lz4_compress(void)
 {
+	int c;
+
 	lz4c_sum = 0;
 	build_corpus();
 	run_setup();
 	for (int mode = 0; mode < M_COUNT; mode++) {
-		run_limits(mode, corpus, SHAPES_SIZE);
 		run_sizes(mode, corpus);
 		run_tiny(mode);
 	}
+	for (int mode = 0; mode < M_CTX_BIG; mode++)	/* M_CTX_BIG: the same variant */
+		run_limits(mode, corpus, SHAPES_SIZE);
+	/* byU32 limited, acceleration 1000: from corpus + 3 the search probes 1, 2, 1002,
+	 * 2002 and finds [2000, ...) repeating the block's start at 2002: the catch-up
+	 * stops at the block's start */
+	c = LZ4_compress_fast_extState(&cstate, (const char *)corpus + 3, (char *)cpacked,
+				       65600, 65600, 1000);
+	expect(verify(M_FAST, corpus + 3, 65600, c));
+	mix(c);
 	/* the modes with the period-4 external dictionary */
 	run_periodic(M_EXT_SMALL, 100);
 	run_periodic(M_EXT, 100);
