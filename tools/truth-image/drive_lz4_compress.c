@@ -314,13 +314,14 @@ static noinline void run_fill(const unsigned char *src, int n)
 
 /* A period-4 block continuing the external dictionary's period-4 end: its first match
  * starts in the dictionary, reaches its end and continues at the block's start up to the
- * match limit; four lengths put LZ4_count()'s last steps at every remainder. */
+ * match limit (n, n + 1: two remainders of LZ4_count()'s last steps; 20, 21: the
+ * continuation starts within 12 bytes of the limit). */
 static noinline void run_periodic(int mode, int n)
 {
 	const unsigned char *p = periodic + PREFIX_SIZE;
 
 	for (int k = 0; k < 4; k++)
-		run_full(mode, p, k < 2 ? n + k : 18 + k, 1);	/* 20, 21: ends within 12 bytes */
+		run_full(mode, p, k < 2 ? n + k : 18 + k, 1);
 	/* from each phase, with a defect 80 bytes on: the continuation stops short, and
 	 * the dictionary part starts at every distance from the dictionary's end */
 	for (int k = 0; k < 4; k++)
@@ -365,9 +366,12 @@ static noinline void run_overlap(void)
 				       LZ4_MAX_INPUT_SIZE + 1, 64, 1));
 }
 
-/* LZ4_renormDictT: a stream whose indexes approach 2 GiB (set as LZ4's own tests do:
- * reaching it by compressing would take 2 GiB of input), with more than 64 KiB of
- * history, is rescaled before its next block; both blocks must decompress. */
+/* LZ4_renormDictT: a stream whose indexes approach 2 GiB, with more than 64 KiB of
+ * history, is rescaled before its next block.  The public state's currentOffset is set
+ * directly: reaching it by compressing would take 2 GiB of input.  The first block has
+ * candidates more than 64 KiB back (prefix, dictSmall); the second, after the rescale,
+ * too (prefix, noDictIssue); both decompress; then a block ending more than 64 KiB
+ * before the history's end keeps 64 KiB of it. */
 static noinline void run_renorm(void)
 {
 	const int first = AREA_SIZE - 1500;
