@@ -416,7 +416,8 @@ static noinline unsigned long crafted_window(void)
 /* ---- deflate ------------------------------------------------------------------------------ */
 
 /* Inputs: LZ77-like copies of random lengths and distances (every exit of longest_match's
- * unrolled compare), runs of every length, random bytes, gray-listed control bytes, words. */
+ * unrolled compare), runs of every length, random bytes, gray-listed control bytes, words,
+ * short runs. */
 static noinline void shape_input(unsigned char *buf, unsigned long n, unsigned kind,
 				 unsigned long seed)
 {
@@ -431,7 +432,7 @@ static noinline void shape_input(unsigned char *buf, unsigned long n, unsigned k
 
 		x = x * 6364136223846793005UL + 1442695040888963407UL;
 		r = x >> 33;
-		len = kind == 1 && (r & 7) == 0 ? 300 : 1 + r % (kind == 1 ? 14 : 40);
+		len = kind == 1 && (r & 7) == 0 ? 300 : 1 + r % (kind == 1 ? 14 : kind == 6 ? 5 : 40);
 		len = len > n - i ? n - i : len;
 		for (unsigned long j = 0; j < len; j++, i++) {
 			unsigned long back = 1 + (r >> 8) % 600;
@@ -439,7 +440,7 @@ static noinline void shape_input(unsigned char *buf, unsigned long n, unsigned k
 			x ^= (x << 13) ^ (x >> 7) ^ (x << 17);	/* xorshift: per-byte noise */
 
 			buf[i] = kind == 0 ? (i > back && (r & 3) ? buf[i - back] : (unsigned char)(r >> (j & 15)) % 64 + 32) :
-				 kind == 1 ? (unsigned char)("\0abc"[(r >> 20) % 4]) :
+				 kind == 1 || kind == 6 ? (unsigned char)("\0abc"[(r >> 20) % 4]) :
 				 kind == 2 ? (unsigned char)(x >> (8 + j % 48)) :
 				 (unsigned char)("\a\b\v\f\x1a\x1b"[(r >> 12) % 6]);
 		}
@@ -507,11 +508,14 @@ static noinline unsigned long deflate_shapes(void)
 		{ 0, Z_DEFAULT_STRATEGY, 9, 1, 0, 2000, 100, 8000, Z_SYNC_FLUSH, Z_FINISH },
 		{ 0, Z_DEFAULT_STRATEGY, 9, 1, 0, 2000, 130, 8000, Z_NO_FLUSH, Z_SYNC_FLUSH },
 		{ 0, Z_DEFAULT_STRATEGY, 9, 1, 0, 2000, 250, 300, Z_NO_FLUSH, Z_FINISH },
+		/* short runs: RLE blocks that fill up on a match, with room in the output */
+		{ 2, Z_RLE, 9, 1, 6, 600, 1200, 8000, Z_NO_FLUSH, Z_FINISH },
 	};
 	unsigned long sum = 0;
 
 	for (unsigned long i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		shape_input(src, cases[i].n, (unsigned)cases[i].kind, i + 1);
+		/* seed 200: the short runs whose second block fills up on a match */
+		shape_input(src, cases[i].n, (unsigned)cases[i].kind, cases[i].kind == 6 ? 200 : i + 1);
 		sum = sum * 131 + deflate_run(cases[i].level, cases[i].strategy, cases[i].wbits,
 					      cases[i].mem, cases[i].n, cases[i].in, cases[i].out,
 					      cases[i].flush, cases[i].final);
