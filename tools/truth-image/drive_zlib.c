@@ -658,21 +658,22 @@ static noinline unsigned long deflate_api(void)
 static noinline unsigned long deflate_edges(void)
 {
 	unsigned long sum = 0, full;
-	static const signed char flushes[] = { Z_SYNC_FLUSH, Z_PARTIAL_FLUSH, Z_PARTIAL_FLUSH };
+	static const signed char flushes[] = { Z_SYNC_FLUSH, Z_PARTIAL_FLUSH, Z_PARTIAL_FLUSH,
+						Z_FULL_FLUSH };
 
-	shape_input(src, 300, 0, 3);
-	for (unsigned i = 0; i < 3; i++) {	/* 60 bytes of input; same again, output short */
+	shape_input(src, 300, 2, 3);	/* 12 random bytes: the block leaves 7 bits behind */
+	for (unsigned i = 0; i < 4; i++) {	/* first with room; then the output short */
 		zreset(&zs);
 		deflateInit2(&zs, 1, Z_DEFLATED, 10, 2, Z_DEFAULT_STRATEGY);
 		zs.next_in = src;
-		zs.avail_in = 60;
+		zs.avail_in = 12;
 		zs.next_out = zbuf;
 		zs.avail_out = sizeof(zbuf);
 		deflate(&zs, flushes[i]);
 		full = zs.total_out;
 		deflateReset(&zs);
 		zs.next_in = src;
-		zs.avail_in = 60;
+		zs.avail_in = 12;
 		zs.next_out = zbuf;
 		zs.avail_out = (uInt)(full - 2 + (i & 1));
 		sum = sum * 5 + (unsigned long)(deflate(&zs, flushes[i]) + 8) + zs.avail_out;
