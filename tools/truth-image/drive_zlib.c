@@ -417,7 +417,7 @@ static noinline unsigned long crafted_window(void)
 
 /* Inputs: LZ77-like copies of random lengths and distances (every exit of longest_match's
  * unrolled compare), runs of every length, random bytes, gray-listed control bytes, words,
- * short runs. */
+ * short runs, 16 equally likely letters. */
 static noinline void shape_input(unsigned char *buf, unsigned long n, unsigned kind,
 				 unsigned long seed)
 {
@@ -440,6 +440,7 @@ static noinline void shape_input(unsigned char *buf, unsigned long n, unsigned k
 			x ^= (x << 13) ^ (x >> 7) ^ (x << 17);	/* xorshift: per-byte noise */
 
 			buf[i] = kind == 0 ? (i > back && (r & 3) ? buf[i - back] : (unsigned char)(r >> (j & 15)) % 64 + 32) :
+				 kind == 7 ? (unsigned char)('a' + (x >> 20) % 16) :
 				 kind == 1 || kind == 6 ? (unsigned char)("\0abc"[(r >> 20) % 4]) :
 				 kind == 2 ? (unsigned char)(x >> (8 + j % 48)) :
 				 (unsigned char)("\a\b\v\f\x1a\x1b"[(r >> 12) % 6]);
@@ -510,12 +511,17 @@ static noinline unsigned long deflate_shapes(void)
 		{ 0, Z_DEFAULT_STRATEGY, 9, 1, 0, 2000, 250, 300, Z_NO_FLUSH, Z_FINISH },
 		/* short runs: RLE blocks that fill up on a match, with room in the output */
 		{ 2, Z_RLE, 9, 1, 6, 600, 1200, 8000, Z_NO_FLUSH, Z_FINISH },
+		/* 16 equally likely letters: runs of equal code lengths longer than a repeat
+		 * code covers (send_tree continuing a run after REP_3_6) */
+		{ 1, Z_DEFAULT_STRATEGY, 9, 1, 7, 400, 9000, 8000, Z_NO_FLUSH, Z_FINISH },
 	};
 	unsigned long sum = 0;
 
 	for (unsigned long i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		/* seed 200: the short runs whose second block fills up on a match */
-		shape_input(src, cases[i].n, (unsigned)cases[i].kind, cases[i].kind == 6 ? 200 : i + 1);
+		/* seeds 200 and 4: the short runs whose second block fills up on a match; the
+		 * letters whose repeat code is sent with a full bit buffer */
+		shape_input(src, cases[i].n, (unsigned)cases[i].kind,
+			    cases[i].kind == 6 ? 200 : cases[i].kind == 7 ? 4 : i + 1);
 		sum = sum * 131 + deflate_run(cases[i].level, cases[i].strategy, cases[i].wbits,
 					      cases[i].mem, cases[i].n, cases[i].in, cases[i].out,
 					      cases[i].flush, cases[i].final);
