@@ -482,12 +482,12 @@ static noinline unsigned long deflate_shapes(void)
 		signed char flush, final;
 	} cases[] = {
 		/* Z_PARTIAL_FLUSH: _tr_align at every bit position */
-		{ 1, Z_DEFAULT_STRATEGY, 12, 3, 0, 200, 97, 8000, Z_PARTIAL_FLUSH, Z_FINISH },
+		{ 1, Z_DEFAULT_STRATEGY, 12, 3, 0, 120, 97, 8000, Z_PARTIAL_FLUSH, Z_FINISH },
 		{ 1, Z_DEFAULT_STRATEGY, 12, 3, 2, 30, 3, 8000, Z_PARTIAL_FLUSH, Z_FINISH },
 		{ 6, Z_DEFAULT_STRATEGY, 12, 3, 0, 120, 61, 8000, Z_PARTIAL_FLUSH, Z_PARTIAL_FLUSH },
 		{ 9, Z_FILTERED, 11, 2, 0, 80, 37, 8000, Z_PARTIAL_FLUSH, Z_FINISH },
 		/* many dynamic blocks (small literal buffer) */
-		{ 4, Z_DEFAULT_STRATEGY, 12, 1, 0, 600, 9000, 12000, Z_NO_FLUSH, Z_FINISH },
+		{ 4, Z_DEFAULT_STRATEGY, 12, 1, 0, 350, 9000, 12000, Z_NO_FLUSH, Z_FINISH },
 		{ 1, Z_DEFAULT_STRATEGY, 9, 1, 5, 500, 9000, 12000, Z_NO_FLUSH, Z_FINISH },
 		/* random bytes: stored blocks chosen; binary data */
 		{ 6, Z_DEFAULT_STRATEGY, 12, 1, 2, 200, 3000, 8000, Z_NO_FLUSH, Z_FINISH },
