@@ -188,6 +188,7 @@ static noinline unsigned long inflate_run(const unsigned char *in, unsigned long
 		ret = inflate(&zs, flush);
 	} while (ret == Z_OK && ++steps < 40000);
 	steps_total += steps;
+	asm("" : "+r"(ret));	/* no separate return path for the (never hit) step limit */
 	return ((unsigned long)(ret + 16) << 32) ^ zs.total_out ^
 	       (unsigned long)(zs.msg ? zs.msg[0] : 0) << 24;
 }
