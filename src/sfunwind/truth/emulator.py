@@ -195,6 +195,7 @@ class Machine:
         self.shadow: list[ShadowEntry] = []
         self._pending: tuple[int, int] | None = None  # (kind, address) of a block's terminal
         self._resuming = False
+        self._block_instructions = 0  # instructions of every block entered
         self._return_check: int | None = None
         self._done = False
         self._error: str | None = None
@@ -216,6 +217,7 @@ class Machine:
 
     # -- hooks --------------------------------------------------------------------------
     def _on_block(self, uc, address: int, size: int, _user) -> None:  # type: ignore[no-untyped-def]
+        self._block_instructions += size >> 2
         if self.block_addrs is not None:
             self.block_addrs.append(address)
             self.block_sizes.append(size)
@@ -318,11 +320,13 @@ class Machine:
         if count <= 0:
             return True
         self._resuming = True
+        entered = self._block_instructions
         self._emu(self.pc, 0, count)
         self.pc = self.uc.reg_read(self._c.UC_ARM64_REG_PC)
         if self.block_addrs is not None:
             self.stops.append((len(self.block_addrs), self.pc))
-        self.stats.instructions += count
+        # a count stop is exact; the task's end (its BRK ends a block) ran whole blocks
+        self.stats.instructions += (self._block_instructions - entered) if self._done else count
         return not self._done
 
     def run_to_end(self) -> int:
