@@ -110,7 +110,7 @@ def main() -> int:
     snaps = [capture_snapshot(c, image) for c in captures]
     unwind_snapshot(snaps[0], Mode.SFRAME)  # load the image's symbols and SFrame table once
     rates = {}
-    for mode in (Mode.SFRAME, Mode.UPSTREAM, Mode.FP_ONLY, Mode.SFRAME_V6):
+    for mode in (Mode.SFRAME, Mode.UPSTREAM, Mode.FP_ONLY, Mode.FP_CHAIN, Mode.SFRAME_V6):
         t = time.perf_counter()
         for s in snaps:
             unwind_snapshot(s, mode)
