@@ -16,7 +16,7 @@ from sfunwind.cfi.dump import dump_frames
 from sfunwind.cfi.ops import K_ADVANCE, K_DEF_CFA, K_NEGATE_RA_STATE, K_OFFSET, decode_program
 from sfunwind.cfi.parser import read_sleb, read_uleb
 from sfunwind.cfi.rows import evaluate_fde
-from sfunwind.errors import CFIFormatError
+from sfunwind.errors import CFIFormatError, ElfFormatError
 from sfunwind.rules import CfaKind, RuleKind
 
 VMLINUX_XZ = Path(__file__).parent / "data/linux-7.2.13-cloud-arm64/vmlinux.debug.xz"
@@ -328,26 +328,53 @@ def test_complex_expressions_are_unrepresentable():
 
 
 def test_compressed_debug_frame(vmlinux_debug, tmp_path):
-    """SHF_COMPRESSED .debug_frame (zlib, as objcopy --compress-debug-sections writes it)."""
+    """SHF_COMPRESSED .debug_frame, zlib and zstd (objcopy --compress-debug-sections=...);
+    corrupt, truncated and lying headers are typed errors naming the section."""
     import zlib
 
+    import zstandard
+
     from sfunwind.cfi.elfwrite import add_section
-    from sfunwind.errors import MissingToolError
 
     plain = load_elf_cfi(vmlinux_debug).raw[".debug_frame"]
-    for ch_type, payload in ((1, zlib.compress(plain)), (2, b"\x28\xb5\x2f\xfd" + bytes(8))):
-        chdr = struct.pack("<IIQQ", ch_type, 0, len(plain), 8)
-        out = tmp_path / f"vmlinux.{ch_type}"
-        add_section(vmlinux_debug, out, chdr + payload, 0, name=".debug_frame", sh_type=1,
-                    flags=0x800)
-        if ch_type == 1:
-            assert load_elf_cfi(out).raw[".debug_frame"] == plain
-        else:
-            try:
-                import zstandard  # noqa: F401
-            except ModuleNotFoundError:
-                with pytest.raises(MissingToolError, match="zstandard"):
-                    load_elf_cfi(out)
+
+    def with_section(name: str, ch_type: int, size: int, payload: bytes) -> Path:
+        out = tmp_path / f"vmlinux.{name}"
+        add_section(vmlinux_debug, out, struct.pack("<IIQQ", ch_type, 0, size, 8) + payload,
+                    0, name=".debug_frame", sh_type=1, flags=0x800)
+        return out
+
+    zl = zlib.compress(plain)
+    zs = zstandard.ZstdCompressor(level=3).compress(plain)
+    for name, ch_type, payload in (("zlib", 1, zl), ("zstd", 2, zs)):
+        assert load_elf_cfi(with_section(name, ch_type, len(plain), payload)) \
+            .raw[".debug_frame"] == plain
+        for bad, size, data, needle in (
+                ("trunc", len(plain), payload[: len(payload) // 2], "decompressed to|corrupt"),
+                ("garbage", len(plain), bytes(64), "corrupt"),
+                ("short", len(plain) - 1, payload, r"decompressed to \d+\+ bytes"),
+                ("huge", 1 << 40, payload, "claims")):
+            with pytest.raises(ElfFormatError, match=needle) as err:
+                load_elf_cfi(with_section(f"{name}-{bad}", ch_type, size, data))
+            assert ".debug_frame" in str(err.value)
+    with pytest.raises(ElfFormatError, match="unknown compression type 7"):
+        load_elf_cfi(with_section("type7", 7, len(plain), zl))
+
+
+def test_objcopy_zstd_compressed_debug_frame(sid, vmlinux_debug):
+    """A real zstd-compressed .debug_frame from the sid toolchain's objcopy."""
+    work = sid.scratch()
+    try:
+        src = work / "vmlinux"
+        src.write_bytes(vmlinux_debug.read_bytes())
+        sid.run(f"aarch64-linux-gnu-objcopy --compress-debug-sections=zstd "
+                f"{sid.inside(src)} {sid.inside(work / 'vmlinux.zst')}")
+        plain = load_elf_cfi(vmlinux_debug)
+        packed = load_elf_cfi(work / "vmlinux.zst")
+        assert packed.raw[".debug_frame"] == plain.raw[".debug_frame"]
+        assert len(packed.frames(".debug_frame")) == len(plain.frames(".debug_frame")) > 1000
+    finally:
+        sid.cleanup(work)
 
 
 @pytest.mark.parametrize("binary", [b for b in HOST_BINARIES[:1] if b.exists()],

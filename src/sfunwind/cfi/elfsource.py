@@ -192,39 +192,57 @@ ELFCOMPRESS_ZLIB = 1
 ELFCOMPRESS_ZSTD = 2
 
 
+#: A compressed section may claim at most this many bytes (the header is untrusted input).
+MAX_DECOMPRESSED = 1 << 30
+
+
 def _section_bytes(f, sec, arch: Arch, path: str) -> bytes:
-    """A section's contents, decompressed when SHF_COMPRESSED (zlib; zstd if the
-    ``zstandard`` package is installed) — pyelftools handles only zlib."""
+    """A section's contents, decompressed when SHF_COMPRESSED (zlib or zstd, as
+    ``objcopy --compress-debug-sections=zlib|zstd`` and ``ld --compress-debug-sections``
+    write them) — pyelftools handles only zlib.  Output is bounded by the header's size."""
     if not sec["sh_flags"] & SHF_COMPRESSED:
         return bytes(sec.data())
     f.seek(sec["sh_offset"])
     raw = f.read(sec["sh_size"])
     e = ">" if arch.big_endian else "<"
-    if len(raw) < 24:
+    elf64 = arch.address_size == 8
+    header = 24 if elf64 else 12
+    if len(raw) < header:
         raise ElfFormatError(f"{sec.name}: compressed section shorter than its header",
                              path=path, offset=sec["sh_offset"])
-    ch_type, _reserved, ch_size = struct.unpack_from(e + "IIQ", raw, 0)
-    payload = raw[24:]
+    if elf64:
+        ch_type, _reserved, ch_size = struct.unpack_from(e + "IIQ", raw, 0)
+    else:
+        ch_type, ch_size = struct.unpack_from(e + "II", raw, 0)
+    payload = raw[header:]
+    if ch_size > MAX_DECOMPRESSED:
+        raise ElfFormatError(f"{sec.name}: claims {ch_size} bytes uncompressed (more than "
+                             f"{MAX_DECOMPRESSED})", path=path, offset=sec["sh_offset"])
+    try:
+        import zstandard
+    except ModuleNotFoundError:  # pragma: no cover - a dependency; only a broken install
+        zstandard = None
+    zstd_error = zstandard.ZstdError if zstandard is not None else zlib.error
     try:
         if ch_type == ELFCOMPRESS_ZLIB:
-            data = zlib.decompress(payload)
+            data = zlib.decompressobj().decompress(payload, ch_size + 1)
         elif ch_type == ELFCOMPRESS_ZSTD:
-            try:
-                import zstandard
-            except ModuleNotFoundError:
+            if zstandard is None:  # pragma: no cover
                 raise MissingToolError(f"{path}: {sec.name} is zstd-compressed: install the "
                                        "'zstandard' package (or decompress it with "
-                                       "objcopy --decompress-debug-sections)") from None
-            data = zstandard.ZstdDecompressor().decompress(payload, max_output_size=ch_size)
+                                       "objcopy --decompress-debug-sections)")
+            with zstandard.ZstdDecompressor().stream_reader(payload) as reader:
+                data = reader.read(ch_size + 1)
         else:
             raise ElfFormatError(f"{sec.name}: unknown compression type {ch_type}", path=path,
                                  offset=sec["sh_offset"])
-    except zlib.error as exc:
+    except (zlib.error, zstd_error) as exc:
         raise ElfFormatError(f"{sec.name}: corrupt compressed data ({exc})", path=path,
                              offset=sec["sh_offset"]) from None
     if len(data) != ch_size:
-        raise ElfFormatError(f"{sec.name}: decompressed to {len(data)} bytes, header says "
-                             f"{ch_size}", path=path, offset=sec["sh_offset"])
+        more = "+" if len(data) > ch_size else ""
+        raise ElfFormatError(f"{sec.name}: decompressed to {len(data)}{more} bytes, header "
+                             f"says {ch_size}", path=path, offset=sec["sh_offset"])
     return data
 
 
