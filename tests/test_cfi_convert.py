@@ -388,3 +388,62 @@ def test_corpus_tarball_lists_every_object(corpus):
         names = {m.name for m in tar.getmembers() if m.name.endswith(".o")}
     assert names == set(manifest["objects"])
     assert io  # keep the import used when the corpus is rebuilt differently
+
+
+_PROGRAM = r"""
+#include <stdio.h>
+__attribute__((noinline)) static int fib(int n) { return n < 2 ? n : fib(n - 1) + fib(n - 2); }
+int main(int argc, char **argv) { printf("fib %d\n", fib(argc + 20)); return 0; }
+"""
+
+
+def test_elf_output_is_loaded_through_pt_gnu_sframe(sid, capsys):
+    """`sframe from-cfi --elf` on executables without SFrame (dynamic PIE and static-pie
+    x86-64, static aarch64): the section is loaded by a new PT_LOAD and found through
+    PT_GNU_SFRAME, the programs still run (the kernel, ld.so and qemu accept the moved
+    program-header table), readelf/objdump read it, and sfunwind finds it without section
+    headers."""
+    import struct
+
+    from sfunwind.cfi.elfwrite import add_section, sframe_segment_address
+    from sfunwind.errors import ElfFormatError
+
+    work = sid.scratch()
+    try:
+        (work / "fib.c").write_text(_PROGRAM)
+        sid.run("gcc -O2 -o x64-pie fib.c && gcc -O2 -static-pie -o x64-spie fib.c && "
+                "aarch64-linux-gnu-gcc -O2 -static -o a64 fib.c", cwd=work)
+        runs = {"x64-pie": "./{}", "x64-spie": "./{}", "a64": "qemu-aarch64 ./{}"}
+        for name, how in runs.items():
+            src, out = work / name, work / f"{name}.sf"
+            assert cli_main(["sframe", "from-cfi", str(src), "--elf", "-o", str(out)]) == 0
+            capsys.readouterr()
+            out.chmod(0o755)
+            ran = sid.run(how.format(out.name), cwd=work)
+            assert ran.stdout == sid.run(how.format(name), cwd=work).stdout == "fib 10946\n"
+            phdrs = sid.run(f"readelf -lW {out.name}", cwd=work).stdout
+            sframe_line = next(x for x in phdrs.splitlines() if "GNU_SFRAME" in x).split()
+            at = sframe_segment_address(src)
+            assert int(sframe_line[2], 16) == at
+            assert sid.run(f"objdump --sframe {out.name}", cwd=work).returncode == 0
+            section = load(out)
+            assert section.header.num_fdes > 3
+            # without section headers: found through PT_GNU_SFRAME, the same bytes
+            raw = bytearray(out.read_bytes())
+            struct.pack_into("<Q", raw, 0x28, 0)
+            struct.pack_into("<HHH", raw, 0x3A, 64, 0, 0)
+            bare = work / f"{name}.bare"
+            bare.write_bytes(bytes(raw))
+            found = load(bare)
+            assert found.data == section.data and found.section_address == at
+            # the section is encoded for its load address: --at elsewhere is refused
+            with pytest.raises(ElfFormatError, match="encoded for"):
+                add_section(src, work / "x", section.data or b"", at + 8, segment=True)
+            # twice: the copy already has PT_GNU_SFRAME
+            with pytest.raises(ElfFormatError, match="already has a PT_GNU_SFRAME"):
+                sframe_segment_address(out)
+        sid.run("gcc -O2 -c -o fib.o fib.c", cwd=work)
+        with pytest.raises(ElfFormatError, match="no program headers"):
+            sframe_segment_address(work / "fib.o")
+    finally:
+        sid.cleanup(work)

@@ -9,7 +9,7 @@ from pathlib import Path
 from sfunwind.cfi.check import check_frames
 from sfunwind.cfi.dump import dump_frames
 from sfunwind.cfi.elfsource import load_elf_cfi
-from sfunwind.cfi.elfwrite import add_section
+from sfunwind.cfi.elfwrite import add_section, elf_has_program_headers, sframe_segment_address
 from sfunwind.cfi.to_sframe import convert_frame_section
 from sfunwind.cli.main import command_group
 from sfunwind.errors import ExitCode, UsageError
@@ -51,7 +51,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         ".sframe, else just past the last allocated section)")
     p.add_argument("--elf", action="store_true",
                    help="write a copy of the ELF file with the section added instead of raw "
-                        "section bytes")
+                        "section bytes; an executable or shared object without SFrame (and "
+                        "no --at) gets it loaded: a new read-only PT_LOAD above its segments "
+                        "and a PT_GNU_SFRAME, as ld lays it out (the program still runs)")
     p.add_argument("--section", choices=(".eh_frame", ".debug_frame"), default=None,
                    help="CFI source section (default: .eh_frame if present)")
     p.add_argument("-q", "--quiet", action="store_true", help="no per-FDE warnings")
@@ -88,7 +90,14 @@ def _from_cfi(args: argparse.Namespace) -> int:
     elf = load_elf_cfi(args.file)
     frames = elf.frames(args.section)
     conv = convert_frame_section(frames, elf.arch, path=args.file)
-    at = args.at if args.at is not None else default_sframe_address(elf)
+    # --elf on an executable or shared object without SFrame: a loaded section of its own
+    # (PT_LOAD + PT_GNU_SFRAME), encoded for the address it will be loaded at
+    segment = bool(args.elf and args.at is None and ".sframe" not in elf.addresses
+                   and elf_has_program_headers(args.file))
+    if segment:
+        at = sframe_segment_address(args.file)
+    else:
+        at = args.at if args.at is not None else default_sframe_address(elf)
     data = conv.encode(at)
     if not args.quiet:
         for r in conv.refusals:
@@ -98,7 +107,7 @@ def _from_cfi(args: argparse.Namespace) -> int:
     if args.elf:
         if Path(args.output).resolve() == Path(args.file).resolve():
             raise UsageError("--elf output must not overwrite the input")
-        add_section(args.file, args.output, data, at)
+        add_section(args.file, args.output, data, at, segment=segment)
     else:
         Path(args.output).write_bytes(data)
     total = sum(frames.fde_pc_range)
