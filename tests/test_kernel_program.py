@@ -146,6 +146,36 @@ def test_running_task_stacks_include_cpu_stacks():
         assert cpu.irq_stack.contains(cpu.prstatus.sp)
 
 
+def test_efi_runtime_stack_only_for_the_task_inside_an_efi_call(monkeypatch):
+    """STACKINFO_EFI: the EFI runtime stack [efi_rt_stack_top - THREAD_SIZE,
+    efi_rt_stack_top) is accessible only to the running task whose stack holds the SP saved
+    at efi_rt_stack_top[-1] (current_in_efi()).  The trimmed dumps lack efi_rt_stack_top's
+    page: no EFI stack (inaccessible, as outside a call), never an error.  The two words are
+    then supplied as a dump of a machine inside an EFI call would hold them."""
+    prog = program("nokaslr/nested-irq")
+    assert prog.efi_rt_stack() is None  # efi_rt_stack_top's page is not in the dump
+    cpu = prog.cpus()[0]
+    inside, other = cpu.curr_task, prog.cpus()[1].curr_task
+    top_var = prog.symbol("efi_rt_stack_top")
+    efi_top = 0xFFFF800082F10000
+    saved_sp = inside.stack_info.high - 0x400
+    real_read = prog.read_u64
+    words = {top_var: efi_top, efi_top - 8: saved_sp}
+    monkeypatch.setattr(prog, "read_u64", lambda a: words[a] if a in words else real_read(a))
+    efi, sp = prog.efi_rt_stack()
+    assert (efi.name, efi.low, efi.high, sp) == ("efi", efi_top - 0x4000, efi_top, saved_sp)
+    assert [s.name for s in inside.stacks(running_cpu=cpu.index)] == [
+        "task", "irq", "overflow", "efi"]
+    # another running task, a blocked task: the saved SP is not on their stacks
+    assert [s.name for s in other.stacks()] == ["task", "irq", "overflow"]
+    blocked = next(t for t in prog.threads() if not t.is_running)
+    assert [s.name for s in blocked.stacks()] == ["task"]
+    # efi_rt_stack_top NULL: EFI runtime services never set up
+    words[top_var] = 0
+    assert prog.efi_rt_stack() is None
+    assert [s.name for s in inside.stacks(running_cpu=cpu.index)] == ["task", "irq", "overflow"]
+
+
 def test_task_state_letters():
     assert task_state_char(0) == "R"
     assert task_state_char(0x1) == "S"

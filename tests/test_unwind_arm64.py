@@ -596,6 +596,27 @@ def test_stack_nesting_task_irq_overflow_and_sdei():
         None, "sdei_critical", "sdei_normal", "task"]
 
 
+def test_efi_runtime_stack_nesting():
+    """__efi_rt_asm_wrapper links a frame record on the task stack, then runs the firmware
+    call on the EFI runtime stack: a walk from there is reliable only when the EFI stack is
+    among the task's stacks (current_in_efi()); otherwise the record is off every
+    accessible stack: unreliable, never a wrong reliable trace."""
+    task = SyntheticStack("task", TASK_LOW)
+    efi = SyntheticStack("efi", IRQ_LOW + 0x30000)
+    final = task.final_regs()
+    wrapper = task.record((final & ~0xF) - 0x100, final, fn(4))
+    inner = efi.record(efi.high - 0x100, wrapper, fn(3))
+    with_efi = TaskStacks.for_task_stack(task.low, task.high, extra=(
+        StackInfo("irq", 0, 0), StackInfo("overflow", 0, 0), efi.info))
+    for mode in (Mode.UPSTREAM, Mode.SFRAME):
+        trace = unwind(ctx_for(task, efi), with_efi, start_from_task(fn(2), inner), mode)
+        assert trace.reliable, trace.reasons
+        assert [f.stack for f in trace.frames] == [None, "efi", "task"]
+    without = TaskStacks.for_task_stack(task.low, task.high)
+    trace = unwind(ctx_for(task, efi), without, start_from_task(fn(2), inner), Mode.SFRAME)
+    assert not trace.reliable and len(trace.frames) == 1
+
+
 def test_never_scheduled_kthread():
     """§25 21: copy_thread leaves cpu_context.fp = the FINAL record, pc = ret_from_fork."""
     task = SyntheticStack("task", TASK_LOW)

@@ -440,7 +440,8 @@ class Task:
 
         A blocked task only has its task stack; the task running on a CPU (pass
         ``running_cpu``, or it is derived from ``rq->curr``) may also be on that CPU's IRQ,
-        overflow and SDEI stacks.
+        overflow and SDEI stacks, and on the EFI runtime stack while it is inside an EFI
+        call (:meth:`KernelProgram.efi_rt_stack`).
         """
         out = [self.stack_info]
         if running_cpu is None and self.is_running:
@@ -449,6 +450,10 @@ class Task:
             cpu = self.prog._cpu_index().get(running_cpu)
             if cpu is not None:
                 out.extend(s for s in cpu.stacks() if s is not None)
+            # STACKINFO_EFI: the current task inside an EFI runtime call (current_in_efi())
+            efi = self.prog.efi_rt_stack()
+            if efi is not None and self.stack_info.contains(efi[1]):
+                out.append(efi[0])
         return out
 
     def as_dict(self) -> dict:
@@ -796,6 +801,30 @@ class KernelProgram:
                 unused.remove(pick)
             out.append(pick)
         return out
+
+    def efi_rt_stack(self) -> tuple[StackInfo, int] | None:
+        """The EFI runtime-services stack and the SP saved at its top, or None.
+
+        ``arm64_efi_rt_init()`` allocates one ``THREAD_SIZE`` stack for EFI runtime calls
+        (``efi_rt_stack_top``); ``__efi_rt_asm_wrapper`` stores the caller's SP at
+        ``efi_rt_stack_top[-1]`` before switching to it.  The kernel's ``current_in_efi()``
+        is "that saved SP lies on the current task's stack" (:meth:`Task.stacks`).  None when
+        the kernel has no EFI runtime stack, it was never allocated, or the dump lacks those
+        words (a trimmed dump): the stack then stays inaccessible, as the kernel treats it
+        outside an EFI call — a trace through it is unreliable, never wrongly reliable.
+        """
+        addr = self.symbols.get("efi_rt_stack_top")
+        if addr is None:
+            return None
+        try:
+            top = self.read_u64(addr)
+            if not top:
+                return None
+            saved_sp = self.read_u64((top - 8) & ((1 << 64) - 1))
+        except MemoryFault:
+            return None
+        size = self.layout.thread_size
+        return StackInfo("efi", (top - size) & ((1 << 64) - 1), top), saved_sp
 
     def cpus(self) -> list[Cpu]:
         """Every online CPU with its ``NT_PRSTATUS`` registers (see :meth:`_prstatus_for`),

@@ -11,7 +11,7 @@ depends only on small interfaces, so it runs on a vmcore, a snapshot or syntheti
   layout (:class:`PtRegsLayout`) and the trampolines (``return_to_handler``, the kretprobe
   trampoline).
 * :class:`TaskStacks` — what is true for one task: its accessible stacks in the kernel's
-  order (task, irq, overflow, sdei normal, sdei critical; an inaccessible stack is simply
+  order (task, irq, overflow, sdei normal, sdei critical, efi; an inaccessible stack is simply
   absent or has ``low == 0``), the address of its FINAL record
   (``&task_pt_regs(task)->stackframe``), its fgraph ``ret_stack`` and kretprobe instances.
 * A start: :func:`start_from_task` (``thread.cpu_context``: marker ``T``),

@@ -45,7 +45,7 @@ class Frame:
     as found in memory/registers.  ``fgraph``/``kretprobe`` say the PC was recovered from a
     rewritten return address (markers F and K).  ``stack`` names the stack the frame record
     (or pt_regs) that produced this PC lies on: ``task``, ``irq``, ``overflow``,
-    ``sdei_normal``, ``sdei_critical`` or ``None`` when it came from registers.
+    ``sdei_normal``, ``sdei_critical``, ``efi`` or ``None`` when it came from registers.
     """
 
     pc: int
