@@ -78,3 +78,23 @@ def test_table(capsys):
     assert rows["113"][2:4] == ["no", "yes"]  # a boundary SFrame crosses reliably
     assert rows["2"][2:4] == ["yes", "yes"]
     assert lines[-1].split()[:2] == ["total", "72"]
+
+
+def test_command_groups_belong_to_their_parser():
+    """Each parser has its own group tables (a registry keyed by id() once handed a new
+    parser the groups of a collected one at the same address: "conflicting subparser")."""
+    import argparse
+    import gc
+
+    from sfunwind.cli.main import build_parser, command_group
+
+    a = argparse.ArgumentParser().add_subparsers()
+    b = argparse.ArgumentParser().add_subparsers()
+    ga = command_group(a, "g", "help")
+    assert command_group(a, "g", "help") is ga
+    assert command_group(b, "g", "help") is not ga
+    for _ in range(50):  # fresh parsers, old ones collected: always complete and usable
+        parser = build_parser()
+        assert parser.parse_args(["sframe", "dump", "x"]).func is not None
+        del parser
+        gc.collect()

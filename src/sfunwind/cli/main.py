@@ -27,8 +27,6 @@ COMMAND_MODULES = (
     "sfunwind.report.cli",  # report
 )
 
-_GROUPS: dict[int, dict[str, argparse._SubParsersAction]] = {}
-
 
 def command_group(subparsers: argparse._SubParsersAction, name: str,
                   help: str, description: str | None = None) -> argparse._SubParsersAction:
@@ -37,7 +35,10 @@ def command_group(subparsers: argparse._SubParsersAction, name: str,
     Lets several packages contribute commands to one group (``sframe from-cfi`` lives in the
     ``cfi`` package, ``kernel trace`` in ``unwind``).
     """
-    groups = _GROUPS.setdefault(id(subparsers), {})
+    # kept on the table itself: a registry keyed by id() would hand a new parser the groups
+    # of a collected one that happened to live at the same address
+    groups: dict[str, argparse._SubParsersAction] = subparsers.__dict__.setdefault(
+        "_sfunwind_groups", {})
     if name not in groups:
         parser = subparsers.add_parser(
             name, help=help, description=description or help,
