@@ -23,7 +23,7 @@ from elftools.elf.relocation import RelocationSection
 
 from sfunwind.cfi.arch import EM_AARCH64, EM_X86_64, Arch, arch_for_elf
 from sfunwind.cfi.parser import FrameSection, parse_eh_frame_hdr, parse_frame_section
-from sfunwind.errors import CFIFormatError, ElfFormatError, MissingToolError, UsageError
+from sfunwind.errors import CFIFormatError, ElfFormatError, UsageError
 
 #: Start of the synthetic layout of a ``.o`` (non-zero so PC-relative values are visible).
 OBJECT_LAYOUT_BASE = 0x10000
@@ -219,24 +219,14 @@ def _section_bytes(f, sec, arch: Arch, path: str) -> bytes:
         raise ElfFormatError(f"{sec.name}: claims {ch_size} bytes uncompressed (more than "
                              f"{MAX_DECOMPRESSED})", path=path, offset=sec["sh_offset"])
     try:
-        import zstandard
-    except ModuleNotFoundError:  # pragma: no cover - a dependency; only a broken install
-        zstandard = None
-    zstd_error = zstandard.ZstdError if zstandard is not None else zlib.error
-    try:
         if ch_type == ELFCOMPRESS_ZLIB:
             data = zlib.decompressobj().decompress(payload, ch_size + 1)
         elif ch_type == ELFCOMPRESS_ZSTD:
-            if zstandard is None:  # pragma: no cover
-                raise MissingToolError(f"{path}: {sec.name} is zstd-compressed: install the "
-                                       "'zstandard' package (or decompress it with "
-                                       "objcopy --decompress-debug-sections)")
-            with zstandard.ZstdDecompressor().stream_reader(payload) as reader:
-                data = reader.read(ch_size + 1)
+            data = _zstd_decompress(payload, ch_size + 1)
         else:
             raise ElfFormatError(f"{sec.name}: unknown compression type {ch_type}", path=path,
                                  offset=sec["sh_offset"])
-    except (zlib.error, zstd_error) as exc:
+    except (zlib.error, _CorruptStream) as exc:
         raise ElfFormatError(f"{sec.name}: corrupt compressed data ({exc})", path=path,
                              offset=sec["sh_offset"]) from None
     if len(data) != ch_size:
@@ -244,6 +234,22 @@ def _section_bytes(f, sec, arch: Arch, path: str) -> bytes:
         raise ElfFormatError(f"{sec.name}: decompressed to {len(data)}{more} bytes, header "
                              f"says {ch_size}", path=path, offset=sec["sh_offset"])
     return data
+
+
+class _CorruptStream(Exception):
+    """A compressed stream the decompressor rejects."""
+
+
+def _zstd_decompress(payload: bytes, limit: int) -> bytes:
+    """At most *limit* bytes of a zstd stream (imported here: only compressed debug
+    sections need it)."""
+    import zstandard
+
+    try:
+        with zstandard.ZstdDecompressor().stream_reader(payload) as reader:
+            return reader.read(limit)
+    except zstandard.ZstdError as exc:
+        raise _CorruptStream(str(exc)) from None
 
 
 def _machine_number(name: str) -> int:

@@ -70,6 +70,17 @@ class Reference:
     pcs: np.ndarray  # position -> PC (uint64)
     work_positions: list[int]
     failures: int = 0  # the task's failed round trips (truth_failures; must be 0)
+    _first: tuple[np.ndarray, np.ndarray] | None = None
+
+    def first_executions(self) -> tuple[np.ndarray, np.ndarray]:
+        """(every executed PC, sorted; the position of its first execution): one pass over
+        the ~56 M-entry timeline, shared by the plan, the explorer and the coverage."""
+        if self._first is None:
+            self._first = np.unique(self.pcs, return_index=True)
+        return self._first
+
+    def executed(self) -> set[int]:
+        return set(self.first_executions()[0].tolist())
 
     @property
     def length(self) -> int:
@@ -133,7 +144,7 @@ def reference(image: TruthImage, *, irq_stack: str = "above") -> Reference:
 def never_executed(ref: Reference) -> set[int]:
     """The workload instructions the timeline never executes (compiled code no input
     reaches: the explorer steers branches into it)."""
-    executed = set(int(x) for x in np.unique(ref.pcs))
+    executed = ref.executed()
     return {a for s in ref.image.workload_functions()
             for a in range(s.address, s.address + s.size, 4) if a not in executed}
 
@@ -142,7 +153,7 @@ def plan_explore(ref: Reference, dead: set[int]) -> list[int]:
     """Positions where exploration starts: the first execution of every conditional branch
     with a never-executed successor (sorted)."""
     image = ref.image
-    pcs, first = np.unique(ref.pcs, return_index=True)
+    pcs, first = ref.first_executions()
     out = []
     for pc, position in zip(pcs.tolist(), first.tolist(), strict=True):
         if not image.is_text(pc):
@@ -160,7 +171,7 @@ def plan(ref: Reference, *, stride: int | None = None, sample: int | None = None
     image = ref.image
     idx = ((ref.pcs - np.uint64(image.text_address)) >> np.uint64(2)).astype(np.int64)
     interruptible = image.classes[idx] != CLASS_INDEX["entry"]
-    _, first = np.unique(ref.pcs, return_index=True)
+    _, first = ref.first_executions()
     chosen = set(int(p) for p in first if interruptible[p])
     if stride:
         chosen.update(int(p) for p in range(stride // 2, ref.length, stride) if interruptible[p])
@@ -451,7 +462,7 @@ def run(image_path: str | Path, *, stride: int | None = 100, sample: int | None 
                            "reference run: the interrupts were not transparent")
     summary.unwind_seconds = unwind_time
     summary.harness_seconds = total - unwind_time
-    executed = set(int(x) for x in np.unique(ref.pcs))
+    executed = ref.executed()
     workload = [s for s in image.workload_functions()]
     in_workload = {a for s in workload for a in range(s.address, s.address + s.size, 4)}
     summary.workload_instructions = len(in_workload)
@@ -576,7 +587,7 @@ class FunctionCoverage:
 def coverage(ref: Reference) -> list[FunctionCoverage]:
     """Per function (workload, then harness), its static instructions and those the
     timeline executes."""
-    executed = set(int(x) for x in np.unique(ref.pcs))
+    executed = ref.executed()
     out = []
     for part, symbols in (("workload", ref.image.workload_functions()),
                           ("harness", ref.image.harness_functions())):
